@@ -1,0 +1,1 @@
+//! berth IPAM driver default: pools and addresses

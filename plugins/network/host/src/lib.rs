@@ -1,0 +1,1 @@
+//! berth network driver host: the sandbox shares the host's network namespace

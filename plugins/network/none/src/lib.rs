@@ -1,0 +1,1 @@
+//! berth network driver none: a sandbox with loopback only

@@ -1,0 +1,1 @@
+//! berth storage driver vfs: every layer a full copy of its parent

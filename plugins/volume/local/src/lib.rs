@@ -1,0 +1,1 @@
+//! berth volume driver local: directories under the daemon root
