@@ -58,8 +58,7 @@ impl serde::Serialize for ErrorKind {
 impl<'de> serde::Deserialize<'de> for ErrorKind {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        ErrorKind::parse(&s)
-            .ok_or_else(|| serde::de::Error::custom(format!("unknown error kind {s:?}")))
+        ErrorKind::parse(&s).ok_or_else(|| serde::de::Error::custom(format!("unknown error kind {s:?}")))
     }
 }
 

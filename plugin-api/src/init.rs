@@ -119,7 +119,12 @@ pub struct Manifest {
 
 impl Manifest {
     /// A manifest.
-    pub fn new(name: impl Into<String>, version: impl Into<String>, kinds: Vec<Kind>, api_version: impl Into<String>) -> Self {
+    pub fn new(
+        name: impl Into<String>,
+        version: impl Into<String>,
+        kinds: Vec<Kind>,
+        api_version: impl Into<String>,
+    ) -> Self {
         Manifest { name: name.into(), version: version.into(), kinds, api_version: api_version.into() }
     }
 }

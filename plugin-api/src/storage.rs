@@ -98,7 +98,11 @@ pub trait DiffDriver: Send + Sync {
 
     /// Applies an OCI layer tar read from `input` onto layer `req.id` and
     /// returns the number of bytes the diff added.
-    fn apply_diff(&self, req: ApplyDiffRequest, input: &mut (dyn Read + Send)) -> DriverResult<ApplyDiffResponse>;
+    fn apply_diff(
+        &self,
+        req: ApplyDiffRequest,
+        input: &mut (dyn Read + Send),
+    ) -> DriverResult<ApplyDiffResponse>;
 
     /// The size in bytes of the diff between `req.id` and `req.parent`.
     fn diff_size(&self, req: DiffSizeRequest) -> DriverResult<u64>;

@@ -43,9 +43,8 @@ fn serve<Q: DeserializeOwned, R: Serialize>(
     f: impl FnOnce(Q) -> DriverResult<R>,
 ) -> FfiResult {
     let out = guarded(method, || {
-        let q: Q = serde_json::from_str(req.as_str()).map_err(|e| {
-            DriverError::invalid_argument(format!("malformed {method} request: {e}"))
-        })?;
+        let q: Q = serde_json::from_str(req.as_str())
+            .map_err(|e| DriverError::invalid_argument(format!("malformed {method} request: {e}")))?;
         let r = f(q)?;
         serde_json::to_string(&r)
             .map_err(|e| DriverError::internal(format!("cannot encode {method} answer: {e}")))
@@ -69,7 +68,9 @@ fn construct<T, B>(
         ctor(init)
     });
     match out {
-        Ok(Init::Ready(d)) => RResult::ROk(FfiInit { driver: ROption::RSome(wrap(d)), skipped: RString::new() }),
+        Ok(Init::Ready(d)) => {
+            RResult::ROk(FfiInit { driver: ROption::RSome(wrap(d)), skipped: RString::new() })
+        }
         Ok(Init::Skipped(reason)) => {
             RResult::ROk(FfiInit { driver: ROption::RNone, skipped: RString::from(reason) })
         }

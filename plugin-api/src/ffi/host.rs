@@ -13,10 +13,10 @@ use serde::Serialize;
 
 use super::abi::*;
 use super::ffi_err;
+use crate::ipam::*;
 use crate::network::*;
 use crate::storage::*;
 use crate::volume::*;
-use crate::ipam::*;
 use crate::{DriverError, DriverResult, ErrorKind, Init, InitRequest, Kind, Manifest};
 
 /// A plugin's root module with the host-side view of what it offers.
@@ -93,7 +93,11 @@ fn construct<T>(ctor: FfiCtor<T>, init: &InitRequest) -> DriverResult<Init<T>> {
         RResult::ROk(FfiInit { driver: ROption::RSome(d), .. }) => Ok(Init::Ready(d)),
         RResult::ROk(FfiInit { driver: ROption::RNone, skipped }) => {
             let reason = skipped.into_string();
-            Ok(Init::Skipped(if reason.is_empty() { "driver declined without a reason".into() } else { reason }))
+            Ok(Init::Skipped(if reason.is_empty() {
+                "driver declined without a reason".into()
+            } else {
+                reason
+            }))
         }
         RResult::RErr(e) => Err(e.into()),
     }
@@ -109,9 +113,8 @@ fn call<Q: Serialize, R: DeserializeOwned>(
     let json = serde_json::to_string(req)
         .map_err(|e| DriverError::internal(format!("cannot encode {method} request: {e}")))?;
     match f(RStr::from_str(&json)) {
-        RResult::ROk(answer) => serde_json::from_str(answer.as_str()).map_err(|e| {
-            DriverError::internal(format!("plugin answered {method} with malformed JSON: {e}"))
-        }),
+        RResult::ROk(answer) => serde_json::from_str(answer.as_str())
+            .map_err(|e| DriverError::internal(format!("plugin answered {method} with malformed JSON: {e}"))),
         RResult::RErr(e) => Err(e.into()),
     }
 }
@@ -207,7 +210,11 @@ impl DiffDriver for FfiDiffDriver {
     fn changes(&self, req: ChangesRequest) -> DriverResult<Vec<Change>> {
         call("changes", &req, |r| self.0.changes(r))
     }
-    fn apply_diff(&self, req: ApplyDiffRequest, input: &mut (dyn Read + Send)) -> DriverResult<ApplyDiffResponse> {
+    fn apply_diff(
+        &self,
+        req: ApplyDiffRequest,
+        input: &mut (dyn Read + Send),
+    ) -> DriverResult<ApplyDiffResponse> {
         let rd = FfiReader_TO::from_value(HostReader(input), TD_Opaque);
         call("apply_diff", &req, |r| self.0.apply_diff(r, rd))
     }
@@ -305,4 +312,3 @@ impl VolumeDriver for FfiVolumeDriver {
         call("capabilities", &req, |r| self.0.capabilities(r))
     }
 }
-
