@@ -1,1 +1,17 @@
-//! berth core
+//! # berth-core
+//!
+//! The daemon's engine, with no driver code and no HTTP: the configuration,
+//! the shared-object loader, the registry of drivers (a value built from the
+//! config), the one call wrapper every driver call goes through, and the
+//! state store holding the resource ledger.
+
+pub mod call;
+pub mod config;
+pub mod loader;
+pub mod registry;
+
+pub use berth_plugin_api::{DriverError, DriverResult, ErrorKind, Kind};
+pub use call::{Driver, Metrics, MetricsSnapshot};
+pub use config::{Config, ConfigError};
+pub use loader::{load_library, Compat, LoadError, LoadedLibrary};
+pub use registry::{Registry, RegistryError, State, Transport};

@@ -1,0 +1,249 @@
+//! The one wrapper every driver call goes through: a deadline, a tracing
+//! span and counters.
+//!
+//! A driver call runs on a worker thread while the caller waits at most the
+//! deadline. A hung driver therefore costs one parked thread, never the
+//! daemon: the caller gets a `timeout` error and every other driver keeps
+//! answering. (In-process code cannot be cancelled; the thread finishes or
+//! stays parked, and the counters show it as `hung`.)
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use berth_plugin_api::{DriverError, DriverResult, ErrorKind, Kind};
+use serde::Serialize;
+
+/// How many recent latencies are kept for percentiles.
+const WINDOW: usize = 256;
+
+/// Counters for one driver.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    calls: AtomicU64,
+    errors: AtomicU64,
+    timeouts: AtomicU64,
+    hung: AtomicU64,
+    recent_ns: Mutex<VecDeque<u64>>,
+}
+
+/// A snapshot of [`Metrics`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct MetricsSnapshot {
+    /// Calls made.
+    pub calls: u64,
+    /// Calls that answered an error (timeouts included).
+    pub errors: u64,
+    /// Calls that missed their deadline.
+    pub timeouts: u64,
+    /// Calls still running on a worker after their deadline.
+    pub hung: u64,
+    /// Median latency of the recent calls, in microseconds.
+    pub p50_us: u64,
+    /// 99th percentile latency of the recent calls, in microseconds.
+    pub p99_us: u64,
+}
+
+impl Metrics {
+    fn record(&self, elapsed: Duration, ok: bool) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        if !ok {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut recent = self.recent_ns.lock().unwrap_or_else(|p| p.into_inner());
+        if recent.len() == WINDOW {
+            recent.pop_front();
+        }
+        recent.push_back(elapsed.as_nanos().min(u64::MAX as u128) as u64);
+    }
+
+    /// The current counters.
+    pub fn snapshot(&self) -> MetricsSnapshot {
+        let mut lat: Vec<u64> =
+            self.recent_ns.lock().unwrap_or_else(|p| p.into_inner()).iter().copied().collect();
+        lat.sort_unstable();
+        let pct = |p: usize| if lat.is_empty() { 0 } else { lat[(lat.len() - 1) * p / 100] / 1000 };
+        MetricsSnapshot {
+            calls: self.calls.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+            timeouts: self.timeouts.load(Ordering::Relaxed),
+            hung: self.hung.load(Ordering::Relaxed),
+            p50_us: pct(50),
+            p99_us: pct(99),
+        }
+    }
+}
+
+/// A driver of one kind as the rest of the daemon holds it: the trait
+/// object, who it is, its deadline and its counters. Cheap to clone.
+pub struct Driver<T: ?Sized> {
+    inner: Arc<T>,
+    name: Arc<str>,
+    kind: Kind,
+    timeout: Duration,
+    metrics: Arc<Metrics>,
+}
+
+impl<T: ?Sized> Clone for Driver<T> {
+    fn clone(&self) -> Self {
+        Driver {
+            inner: Arc::clone(&self.inner),
+            name: Arc::clone(&self.name),
+            kind: self.kind,
+            timeout: self.timeout,
+            metrics: Arc::clone(&self.metrics),
+        }
+    }
+}
+
+impl<T: ?Sized> std::fmt::Debug for Driver<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Driver").field("name", &self.name).field("kind", &self.kind).finish()
+    }
+}
+
+impl<T: ?Sized + Send + Sync + 'static> Driver<T> {
+    /// Wraps a driver.
+    pub fn new(inner: Arc<T>, name: &str, kind: Kind, timeout: Duration, metrics: Arc<Metrics>) -> Self {
+        Driver { inner, name: name.into(), kind, timeout, metrics }
+    }
+
+    /// The driver's registry name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its counters.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The deadline of each call.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The bare trait object, for callers that run their own wrapper
+    /// (benchmarks, the conformance suite).
+    pub fn raw(&self) -> &Arc<T> {
+        &self.inner
+    }
+
+    /// Calls `method` with the driver's deadline.
+    pub fn call<R: Send + 'static>(
+        &self,
+        method: &'static str,
+        f: impl FnOnce(&T) -> DriverResult<R> + Send + 'static,
+    ) -> DriverResult<R> {
+        self.call_with_deadline(method, self.timeout, f)
+    }
+
+    /// Calls `method` with an explicit deadline.
+    pub fn call_with_deadline<R: Send + 'static>(
+        &self,
+        method: &'static str,
+        deadline: Duration,
+        f: impl FnOnce(&T) -> DriverResult<R> + Send + 'static,
+    ) -> DriverResult<R> {
+        let span = tracing::debug_span!("driver_call", driver = %self.name, kind = %self.kind, method);
+        let _enter = span.enter();
+        let start = Instant::now();
+        let (tx, rx) = mpsc::sync_channel(1);
+        let inner = Arc::clone(&self.inner);
+        let metrics = Arc::clone(&self.metrics);
+        let spawned = std::thread::Builder::new().name(format!("drv-{}", self.name)).spawn(move || {
+            let out = f(&inner);
+            if tx.send(out).is_err() {
+                // The caller gave up: this call outlived its deadline.
+                metrics.hung.fetch_sub(1, Ordering::Relaxed);
+            }
+        });
+        if let Err(e) = spawned {
+            let err = DriverError::unavailable(format!("cannot start a worker for {method}: {e}"));
+            self.metrics.record(start.elapsed(), false);
+            return Err(err);
+        }
+        let out = match rx.recv_timeout(deadline) {
+            Ok(out) => out,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                self.metrics.timeouts.fetch_add(1, Ordering::Relaxed);
+                self.metrics.hung.fetch_add(1, Ordering::Relaxed);
+                Err(DriverError::timeout(format!(
+                    "{} driver {:?} did not answer {method} within {deadline:?}",
+                    self.kind, self.name
+                )))
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => Err(DriverError::internal(format!(
+                "{} driver {:?} crashed in {method}",
+                self.kind, self.name
+            ))),
+        };
+        let ok = out.is_ok();
+        self.metrics.record(start.elapsed(), ok);
+        match &out {
+            Ok(_) => tracing::debug!(elapsed_us = start.elapsed().as_micros() as u64, "ok"),
+            Err(e) => tracing::debug!(kind = %e.kind, error = %e.message, "failed"),
+        }
+        out.map_err(|e| {
+            if e.kind == ErrorKind::Timeout || e.message.contains(&*self.name) {
+                e
+            } else {
+                e.context(format!("{} driver {:?}", self.kind, self.name))
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Slow;
+
+    fn driver(timeout: Duration) -> Driver<Slow> {
+        Driver::new(Arc::new(Slow), "slow", Kind::Volume, timeout, Arc::default())
+    }
+
+    #[test]
+    fn answers_pass_through_and_are_counted() {
+        let d = driver(Duration::from_secs(5));
+        assert_eq!(d.call("m", |_| Ok(7)).unwrap(), 7);
+        let e = d.call::<()>("m", |_| Err(DriverError::not_found("volume \"x\" not found"))).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::NotFound);
+        assert_eq!(e.message, "volume driver \"slow\": volume \"x\" not found");
+        let s = d.metrics().snapshot();
+        assert_eq!((s.calls, s.errors, s.timeouts), (2, 1, 0));
+    }
+
+    #[test]
+    fn a_hung_call_times_out_and_others_still_answer() {
+        let d = driver(Duration::from_millis(100));
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        let start = Instant::now();
+        let e = d
+            .call::<()>("mount", move |_| {
+                let _ = release_rx.recv();
+                Ok(())
+            })
+            .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Timeout);
+        assert!(start.elapsed() < Duration::from_secs(2));
+        assert_eq!(d.metrics().snapshot().hung, 1);
+        assert_eq!(d.call("list", |_| Ok("fine")).unwrap(), "fine");
+        release_tx.send(()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while d.metrics().snapshot().hung != 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(d.metrics().snapshot().hung, 0);
+    }
+
+    #[test]
+    fn a_panicking_linked_call_is_an_internal_error() {
+        let d = driver(Duration::from_secs(5));
+        let e = d.call::<()>("boom", |_| panic!("kaboom")).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Internal);
+        assert!(e.message.contains("crashed in boom"), "{}", e.message);
+    }
+}

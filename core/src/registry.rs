@@ -1,0 +1,472 @@
+//! The registry: every configured plugin and the drivers it provides, as a
+//! value built from the configuration (no global state), in configuration
+//! order. A name collision is an error; a plugin that fails to load or a
+//! driver that declines is kept with its state and reason so the operator
+//! sees it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use berth_plugin_api::{
+    DriverError, DriverResult, Init, InitRequest, IpamDriver, Kind, Manifest, NetworkDriver, StorageDriver,
+    VolumeDriver,
+};
+use serde::Serialize;
+
+use crate::call::{Driver, Metrics, MetricsSnapshot};
+use crate::config::{parse_duration, Config, PluginConfig};
+use crate::loader::{load_library, Compat};
+
+/// How a plugin is reached.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum Transport {
+    /// Loaded into the daemon from a `.so` file.
+    SharedObject {
+        /// The file, after search-path resolution (or as configured when
+        /// it was not found).
+        path: PathBuf,
+    },
+    /// An out-of-process driver speaking Docker's plugin protocol.
+    Remote {
+        /// Its address.
+        address: String,
+    },
+}
+
+impl Transport {
+    /// `shared-object` or `remote`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Transport::SharedObject { .. } => "shared-object",
+            Transport::Remote { .. } => "remote",
+        }
+    }
+}
+
+/// A driver's (or plugin's) state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", content = "reason", rename_all = "lowercase")]
+pub enum State {
+    /// Loaded and usable.
+    Ready,
+    /// Declined to run on this host, with the reason.
+    Skipped(String),
+    /// Failed to load or construct, with the reason.
+    Failed(String),
+}
+
+impl State {
+    /// `ready`, `skipped` or `failed`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            State::Ready => "ready",
+            State::Skipped(_) => "skipped",
+            State::Failed(_) => "failed",
+        }
+    }
+
+    /// The reason, if any.
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            State::Ready => None,
+            State::Skipped(r) | State::Failed(r) => Some(r),
+        }
+    }
+}
+
+/// A constructed driver of one of the four kinds.
+#[derive(Debug, Clone)]
+pub enum AnyDriver {
+    /// A storage driver.
+    Storage(Driver<dyn StorageDriver>),
+    /// A network driver.
+    Network(Driver<dyn NetworkDriver>),
+    /// An IPAM driver.
+    Ipam(Driver<dyn IpamDriver>),
+    /// A volume driver.
+    Volume(Driver<dyn VolumeDriver>),
+}
+
+/// One driver of a plugin.
+#[derive(Debug, Clone)]
+pub struct DriverEntry {
+    /// Its kind.
+    pub kind: Kind,
+    /// Ready, skipped or failed.
+    pub state: State,
+    /// The driver, when ready.
+    pub driver: Option<AnyDriver>,
+    /// Its counters (kept even when it is not ready).
+    pub metrics: Arc<Metrics>,
+}
+
+/// One configured plugin.
+#[derive(Debug, Clone)]
+pub struct PluginEntry {
+    /// Its registry name (from the configuration).
+    pub name: String,
+    /// How it is reached.
+    pub transport: Transport,
+    /// Ready when its library loaded; failed with the reason otherwise.
+    pub state: State,
+    /// Its manifest, when it loaded.
+    pub manifest: Option<Manifest>,
+    /// Interface compatibility, for shared objects that loaded.
+    pub compat: Option<Compat>,
+    /// Free-form facts the plugin gives about itself.
+    pub describe: serde_json::Value,
+    /// Deadline of each call.
+    pub timeout: Duration,
+    /// Its drivers, one per kind it provides, in kind order.
+    pub drivers: Vec<DriverEntry>,
+    /// How long loading and constructing took.
+    pub load_time: Duration,
+}
+
+/// A serializable view of a plugin for the API (`GET /plugins`).
+#[derive(Debug, Clone, Serialize)]
+pub struct PluginView {
+    /// Registry name.
+    pub name: String,
+    /// Kinds it provides (from its manifest).
+    pub kinds: Vec<Kind>,
+    /// The plugin's own version.
+    pub version: String,
+    /// The plugin-api version it was built against.
+    pub api_version: String,
+    /// `shared-object` or `remote`.
+    pub transport: String,
+    /// Path or address.
+    pub address: String,
+    /// Overall state: failed if the library failed, else ready if any
+    /// driver is ready, else skipped.
+    pub status: String,
+    /// Why it is not ready.
+    pub reason: Option<String>,
+    /// Interface compatibility (`exact`, `older_minor`).
+    pub compat: Option<Compat>,
+    /// Call deadline in milliseconds.
+    pub timeout_ms: u64,
+    /// Load time in microseconds.
+    pub load_time_us: u64,
+    /// Extra facts from the plugin.
+    pub describe: serde_json::Value,
+    /// Per-driver state and counters.
+    pub drivers: Vec<DriverView>,
+}
+
+/// A serializable view of one driver.
+#[derive(Debug, Clone, Serialize)]
+pub struct DriverView {
+    /// Its kind.
+    pub kind: Kind,
+    /// `ready`, `skipped`, `failed`.
+    pub status: String,
+    /// Why it is not ready.
+    pub reason: Option<String>,
+    /// Call counters.
+    pub metrics: MetricsSnapshot,
+}
+
+/// Registry construction failed as a whole (per-plugin failures do not).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegistryError {
+    /// Two plugins provide a driver of the same kind under the same name.
+    #[error("plugin name {0:?} is used twice: names must be unique")]
+    Collision(String),
+    /// A directory for drivers could not be made.
+    #[error("cannot create {path}: {message}")]
+    Dir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+}
+
+/// Every plugin and driver, in configuration order.
+#[derive(Debug, Clone, Default)]
+pub struct Registry {
+    plugins: Vec<PluginEntry>,
+}
+
+impl Registry {
+    /// Loads every plugin of `config` and constructs its drivers.
+    pub fn build(config: &Config) -> Result<Registry, RegistryError> {
+        let mut plugins: Vec<PluginEntry> = Vec::with_capacity(config.plugin.len());
+        for p in &config.plugin {
+            if plugins.iter().any(|e| e.name == p.name) {
+                return Err(RegistryError::Collision(p.name.clone()));
+            }
+            let entry = load_plugin(config, p)?;
+            log_entry(&entry);
+            plugins.push(entry);
+        }
+        Ok(Registry { plugins })
+    }
+
+    /// Every plugin, in configuration order.
+    pub fn plugins(&self) -> &[PluginEntry] {
+        &self.plugins
+    }
+
+    /// One plugin by name.
+    pub fn plugin(&self, name: &str) -> Option<&PluginEntry> {
+        self.plugins.iter().find(|p| p.name == name)
+    }
+
+    /// API views of every plugin.
+    pub fn views(&self) -> Vec<PluginView> {
+        self.plugins.iter().map(PluginEntry::view).collect()
+    }
+
+    fn entry(&self, name: &str, kind: Kind) -> DriverResult<&DriverEntry> {
+        let plugin = self.plugin(name).ok_or_else(|| {
+            DriverError::not_found(format!("no {kind} driver named {name:?} is configured"))
+        })?;
+        let entry =
+            plugin.drivers.iter().find(|d| d.kind == kind).ok_or_else(|| {
+                DriverError::not_found(format!("plugin {name:?} provides no {kind} driver"))
+            })?;
+        match &entry.state {
+            State::Ready => Ok(entry),
+            State::Skipped(r) => {
+                Err(DriverError::unavailable(format!("{kind} driver {name:?} is skipped on this host: {r}")))
+            }
+            State::Failed(r) => Err(DriverError::unavailable(format!("{kind} driver {name:?} failed: {r}"))),
+        }
+    }
+
+    /// The ready storage driver `name`.
+    pub fn storage(&self, name: &str) -> DriverResult<Driver<dyn StorageDriver>> {
+        match &self.entry(name, Kind::Storage)?.driver {
+            Some(AnyDriver::Storage(d)) => Ok(d.clone()),
+            _ => Err(DriverError::internal(format!("storage driver {name:?} has no handle"))),
+        }
+    }
+
+    /// The ready network driver `name`.
+    pub fn network(&self, name: &str) -> DriverResult<Driver<dyn NetworkDriver>> {
+        match &self.entry(name, Kind::Network)?.driver {
+            Some(AnyDriver::Network(d)) => Ok(d.clone()),
+            _ => Err(DriverError::internal(format!("network driver {name:?} has no handle"))),
+        }
+    }
+
+    /// The ready IPAM driver `name`.
+    pub fn ipam(&self, name: &str) -> DriverResult<Driver<dyn IpamDriver>> {
+        match &self.entry(name, Kind::Ipam)?.driver {
+            Some(AnyDriver::Ipam(d)) => Ok(d.clone()),
+            _ => Err(DriverError::internal(format!("ipam driver {name:?} has no handle"))),
+        }
+    }
+
+    /// The ready volume driver `name`.
+    pub fn volume(&self, name: &str) -> DriverResult<Driver<dyn VolumeDriver>> {
+        match &self.entry(name, Kind::Volume)?.driver {
+            Some(AnyDriver::Volume(d)) => Ok(d.clone()),
+            _ => Err(DriverError::internal(format!("volume driver {name:?} has no handle"))),
+        }
+    }
+
+    /// Names of the ready drivers of `kind`, in configuration order.
+    pub fn ready(&self, kind: Kind) -> Vec<String> {
+        self.plugins
+            .iter()
+            .filter(|p| p.drivers.iter().any(|d| d.kind == kind && d.state == State::Ready))
+            .map(|p| p.name.clone())
+            .collect()
+    }
+}
+
+impl PluginEntry {
+    /// The API view.
+    pub fn view(&self) -> PluginView {
+        let status = match (&self.state, self.drivers.iter().any(|d| d.state == State::Ready)) {
+            (State::Failed(_), _) => "failed",
+            (_, true) => "ready",
+            _ if self.drivers.iter().any(|d| matches!(d.state, State::Failed(_))) => "failed",
+            _ => "skipped",
+        };
+        let reason = self.state.reason().map(str::to_string).or_else(|| {
+            if status == "ready" {
+                None
+            } else {
+                self.drivers.iter().find_map(|d| d.state.reason().map(str::to_string))
+            }
+        });
+        PluginView {
+            name: self.name.clone(),
+            kinds: self.manifest.as_ref().map(|m| m.kinds.clone()).unwrap_or_default(),
+            version: self.manifest.as_ref().map(|m| m.version.clone()).unwrap_or_default(),
+            api_version: self.manifest.as_ref().map(|m| m.api_version.clone()).unwrap_or_default(),
+            transport: self.transport.label().to_string(),
+            address: match &self.transport {
+                Transport::SharedObject { path } => path.display().to_string(),
+                Transport::Remote { address } => address.clone(),
+            },
+            status: status.to_string(),
+            reason,
+            compat: self.compat,
+            timeout_ms: self.timeout.as_millis() as u64,
+            load_time_us: self.load_time.as_micros() as u64,
+            describe: self.describe.clone(),
+            drivers: self
+                .drivers
+                .iter()
+                .map(|d| DriverView {
+                    kind: d.kind,
+                    status: d.state.label().to_string(),
+                    reason: d.state.reason().map(str::to_string),
+                    metrics: d.metrics.snapshot(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Resolves a configured plugin path: absolute as is; relative against each
+/// plugin dir, then the directory holding the running executable.
+pub fn resolve_plugin_path(config: &Config, path: &Path) -> PathBuf {
+    if path.is_absolute() {
+        return path.to_path_buf();
+    }
+    let exe_dir = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf));
+    config
+        .daemon
+        .plugin_dirs
+        .iter()
+        .cloned()
+        .chain(exe_dir)
+        .map(|d| d.join(path))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| path.to_path_buf())
+}
+
+fn load_plugin(config: &Config, p: &PluginConfig) -> Result<PluginEntry, RegistryError> {
+    let start = Instant::now();
+    let timeout = p.timeout.as_deref().and_then(|t| parse_duration(t).ok()).unwrap_or(config.call_timeout());
+    let mut entry = PluginEntry {
+        name: p.name.clone(),
+        transport: Transport::SharedObject { path: PathBuf::new() },
+        state: State::Ready,
+        manifest: None,
+        compat: None,
+        describe: serde_json::json!({}),
+        timeout,
+        drivers: Vec::new(),
+        load_time: Duration::ZERO,
+    };
+    if let Some(address) = &p.remote {
+        entry.transport = Transport::Remote { address: address.clone() };
+        entry.state = State::Failed(
+            "remote drivers are not available in this build yet (Docker plugin protocol client pending)"
+                .into(),
+        );
+        return Ok(entry);
+    }
+    let configured = p.path.clone().unwrap_or_default();
+    let path = resolve_plugin_path(config, &configured);
+    entry.transport = Transport::SharedObject { path: path.clone() };
+    if !path.exists() {
+        let dirs: Vec<String> = config.daemon.plugin_dirs.iter().map(|d| d.display().to_string()).collect();
+        entry.state = State::Failed(format!(
+            "{} not found (searched {} and the directory of berthd)",
+            configured.display(),
+            dirs.join(", ")
+        ));
+        entry.load_time = start.elapsed();
+        return Ok(entry);
+    }
+    let lib = match load_library(&path) {
+        Ok(lib) => lib,
+        Err(e) => {
+            entry.state = State::Failed(e.to_string());
+            entry.load_time = start.elapsed();
+            return Ok(entry);
+        }
+    };
+    entry.compat = Some(lib.compat);
+    entry.describe = lib.module.describe();
+    for kind in lib.manifest.kinds.clone() {
+        let metrics = Arc::new(Metrics::default());
+        let (state, driver) = match construct(config, p, &lib.module, kind, timeout, &metrics) {
+            Ok(v) => v,
+            Err(RegistryErrorOr::Fatal(e)) => return Err(e),
+            Err(RegistryErrorOr::Driver(e)) => (State::Failed(format!("{}: {}", e.kind, e.message)), None),
+        };
+        entry.drivers.push(DriverEntry { kind, state, driver, metrics });
+    }
+    entry.manifest = Some(lib.manifest);
+    entry.load_time = start.elapsed();
+    Ok(entry)
+}
+
+enum RegistryErrorOr {
+    Fatal(RegistryError),
+    Driver(DriverError),
+}
+
+fn construct(
+    config: &Config,
+    p: &PluginConfig,
+    module: &berth_plugin_api::ffi::PluginModule,
+    kind: Kind,
+    timeout: Duration,
+    metrics: &Arc<Metrics>,
+) -> Result<(State, Option<AnyDriver>), RegistryErrorOr> {
+    let root = config.daemon.root.join(kind.as_str()).join(&p.name);
+    let run_root = config.daemon.exec_root.join(kind.as_str()).join(&p.name);
+    for dir in [&root, &run_root] {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            RegistryErrorOr::Fatal(RegistryError::Dir { path: dir.clone(), message: e.to_string() })
+        })?;
+    }
+    let mut init = InitRequest::new(&p.name, root.display().to_string(), run_root.display().to_string());
+    init.options = config.driver_options(p, kind);
+    let m = Arc::clone(metrics);
+    let made = match kind {
+        Kind::Storage => module
+            .new_storage(&init)
+            .map(|i| i.map(|d| AnyDriver::Storage(Driver::new(d, &p.name, kind, timeout, m)))),
+        Kind::Network => module
+            .new_network(&init)
+            .map(|i| i.map(|d| AnyDriver::Network(Driver::new(d, &p.name, kind, timeout, m)))),
+        Kind::Ipam => module
+            .new_ipam(&init)
+            .map(|i| i.map(|d| AnyDriver::Ipam(Driver::new(d, &p.name, kind, timeout, m)))),
+        Kind::Volume => module
+            .new_volume(&init)
+            .map(|i| i.map(|d| AnyDriver::Volume(Driver::new(d, &p.name, kind, timeout, m)))),
+    }
+    .map_err(RegistryErrorOr::Driver)?;
+    Ok(match made {
+        Init::Ready(d) => (State::Ready, Some(d)),
+        Init::Skipped(reason) => (State::Skipped(reason), None),
+    })
+}
+
+fn log_entry(e: &PluginEntry) {
+    match &e.state {
+        State::Ready => {
+            for d in &e.drivers {
+                match &d.state {
+                    State::Ready => {
+                        tracing::info!(plugin = %e.name, kind = %d.kind, transport = e.transport.label(), "driver ready")
+                    }
+                    State::Skipped(r) => {
+                        tracing::warn!(plugin = %e.name, kind = %d.kind, reason = %r, "driver skipped")
+                    }
+                    State::Failed(r) => {
+                        tracing::error!(plugin = %e.name, kind = %d.kind, reason = %r, "driver failed")
+                    }
+                }
+            }
+        }
+        other => {
+            tracing::error!(plugin = %e.name, reason = other.reason().unwrap_or(""), "plugin not loaded")
+        }
+    }
+}
