@@ -7,11 +7,16 @@
 
 pub mod call;
 pub mod config;
+pub mod engine;
 pub mod loader;
 pub mod registry;
+pub mod store;
+pub mod volumes;
 
 pub use berth_plugin_api::{DriverError, DriverResult, ErrorKind, Kind};
 pub use call::{Driver, Metrics, MetricsSnapshot};
 pub use config::{Config, ConfigError};
+pub use engine::{Engine, Info, ReconcileReport};
 pub use loader::{load_library, Compat, LoadError, LoadedLibrary};
 pub use registry::{Registry, RegistryError, State, Transport};
+pub use volumes::{CreateVolume, Volume, VolumeList, VolumeService};

@@ -209,3 +209,32 @@ pub struct ReleaseAddressRequest {
     #[serde(rename = "Address")]
     pub address: String,
 }
+
+impl ReleasePoolRequest {
+    /// A request to release pool `pool_id`.
+    pub fn new(pool_id: impl Into<String>) -> Self {
+        ReleasePoolRequest { pool_id: pool_id.into() }
+    }
+}
+
+impl ReleaseAddressRequest {
+    /// A request to release `address` of pool `pool_id`.
+    pub fn new(pool_id: impl Into<String>, address: impl Into<String>) -> Self {
+        ReleaseAddressRequest { pool_id: pool_id.into(), address: address.into() }
+    }
+}
+
+impl RequestAddressRequest {
+    /// A request for any address of pool `pool_id`.
+    pub fn new(pool_id: impl Into<String>) -> Self {
+        RequestAddressRequest { pool_id: pool_id.into(), ..Default::default() }
+    }
+}
+
+impl RequestPoolRequest {
+    /// A request for `pool` (CIDR, or empty to let the driver pick) in
+    /// `address_space`.
+    pub fn new(address_space: impl Into<String>, pool: impl Into<String>) -> Self {
+        RequestPoolRequest { address_space: address_space.into(), pool: pool.into(), ..Default::default() }
+    }
+}

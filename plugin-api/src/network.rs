@@ -378,3 +378,37 @@ pub struct GwAllocCheckResponse {
     #[serde(rename = "SkipIPv6")]
     pub skip_ipv6: bool,
 }
+
+impl DeleteNetworkRequest {
+    /// A request for network `network_id`.
+    pub fn new(network_id: impl Into<String>) -> Self {
+        DeleteNetworkRequest { network_id: network_id.into() }
+    }
+}
+
+macro_rules! ep_ctor {
+    ($($t:ident),*) => {$(
+        impl $t {
+            /// A request for endpoint `endpoint_id` of network `network_id`.
+            pub fn new(network_id: impl Into<String>, endpoint_id: impl Into<String>) -> Self {
+                $t { network_id: network_id.into(), endpoint_id: endpoint_id.into(), ..Default::default() }
+            }
+        }
+    )*};
+}
+ep_ctor!(
+    CreateEndpointRequest,
+    EndpointInfoRequest,
+    DeleteEndpointRequest,
+    JoinRequest,
+    LeaveRequest,
+    ProgramExternalConnectivityRequest,
+    RevokeExternalConnectivityRequest
+);
+
+impl CreateNetworkRequest {
+    /// A request for network `network_id` with no options or pools.
+    pub fn new(network_id: impl Into<String>) -> Self {
+        CreateNetworkRequest { network_id: network_id.into(), ..Default::default() }
+    }
+}

@@ -371,3 +371,27 @@ impl Change {
         Change { path: path.into(), kind }
     }
 }
+
+macro_rules! id_ctor {
+    ($($t:ident),*) => {$(
+        impl $t {
+            /// A request for layer `id`.
+            pub fn new(id: impl Into<String>) -> Self {
+                $t { id: id.into(), ..Default::default() }
+            }
+        }
+    )*};
+}
+id_ctor!(RemoveRequest, GetRequest, PutRequest, ExistsRequest, MetadataRequest);
+
+macro_rules! pair_ctor {
+    ($($t:ident),*) => {$(
+        impl $t {
+            /// A request for layer `id` against `parent`.
+            pub fn new(id: impl Into<String>, parent: impl Into<String>) -> Self {
+                $t { id: id.into(), parent: parent.into() }
+            }
+        }
+    )*};
+}
+pair_ctor!(DiffRequest, ChangesRequest, ApplyDiffRequest, DiffSizeRequest);

@@ -219,3 +219,27 @@ impl VolumeCapabilities {
         VolumeCapabilities { scope }
     }
 }
+
+macro_rules! name_ctor {
+    ($($t:ident),*) => {$(
+        impl $t {
+            /// A request for volume `name`.
+            pub fn new(name: impl Into<String>) -> Self {
+                $t { name: name.into() }
+            }
+        }
+    )*};
+}
+name_ctor!(VolumeRemoveRequest, VolumePathRequest, VolumeGetRequest);
+
+macro_rules! mount_ctor {
+    ($($t:ident),*) => {$(
+        impl $t {
+            /// A request for mount `id` of volume `name`.
+            pub fn new(name: impl Into<String>, id: impl Into<String>) -> Self {
+                $t { name: name.into(), id: id.into() }
+            }
+        }
+    )*};
+}
+mount_ctor!(VolumeMountRequest, VolumeUnmountRequest);

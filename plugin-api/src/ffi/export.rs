@@ -332,7 +332,6 @@ macro_rules! export_plugin {
         $(,)?
     ) => {
         /// The plugin's root module, as `abi_stable` loads it.
-        #[$crate::ffi::reexports::export_root_module]
         pub fn berth_plugin_root() -> $crate::ffi::PluginModRef {
             use $crate::ffi::reexports::abi_stable::prefix_type::PrefixTypeTrait as _;
             use $crate::ffi::reexports::abi_stable::std_types::{RStr, RResult, RString, RVec};
@@ -362,6 +361,26 @@ macro_rules! export_plugin {
             }
             .leak_into_prefix()
         }
+
+        /// The library header abi_stable's loader looks up by this exact
+        /// symbol name (`abi_stable::library::ROOT_MODULE_LOADER_NAME`).
+        /// Written out here instead of `#[export_root_module]` so plugin
+        /// crates need no direct `abi_stable` dependency.
+        #[no_mangle]
+        pub static _1as_0lib_1header_0root_bmodule_bloader:
+            $crate::ffi::reexports::abi_stable::library::LibHeader = {
+            extern "C" fn erased() -> $crate::ffi::reexports::abi_stable::library::RootModuleResult {
+                $crate::ffi::reexports::abi_stable::library::__call_root_module_loader(berth_plugin_root)
+            }
+            // SAFETY: this is exactly what `#[export_root_module]` expands to:
+            // the constructor returns the root module type named here, and
+            // the layout is checked by the loader before use.
+            unsafe {
+                $crate::ffi::reexports::abi_stable::library::LibHeader::from_constructor::<
+                    $crate::ffi::PluginModRef,
+                >(erased, $crate::ffi::reexports::abi_stable::library::CheckTypeLayout::Yes)
+            }
+        };
     };
     (@ctor $kind:ident) => {
         $crate::ffi::export::unsupported_ctor

@@ -13,7 +13,6 @@ pub use host::PluginModule;
 #[doc(hidden)]
 pub mod reexports {
     pub use abi_stable;
-    pub use abi_stable::export_root_module;
     pub use serde_json;
 }
 
@@ -58,4 +57,12 @@ impl From<FfiKind> for Kind {
 /// An error of `kind`, as it crosses the ABI.
 pub(crate) fn ffi_err(kind: ErrorKind, message: impl Into<String>) -> FfiError {
     FfiError { kind, message: RString::from(message.into()) }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_exported_header_symbol_is_the_one_abi_stable_looks_up() {
+        assert_eq!(abi_stable::library::ROOT_MODULE_LOADER_NAME, "_1as_0lib_1header_0root_bmodule_bloader");
+    }
 }

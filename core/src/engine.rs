@@ -1,0 +1,211 @@
+//! The engine: everything the daemon serves, as typed commands with typed
+//! answers. HTTP stays in the daemon; the engine knows nothing of it.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use berth_plugin_api::storage::{CleanupRequest, StatusRequest};
+use berth_plugin_api::{DriverError, DriverResult, Kind};
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::registry::{PluginView, Registry, State};
+use crate::store::Store;
+use crate::volumes::{VolumeService, OP_CREATE, OP_REMOVE};
+
+/// What reconcile did at start-up.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ReconcileReport {
+    /// Interrupted operations that were finished or rolled back.
+    pub resolved: Vec<String>,
+    /// Interrupted operations that could not be resolved yet (their driver
+    /// is not ready); they are retried at the next start.
+    pub unresolved: Vec<String>,
+}
+
+/// Facts for `GET /info`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Info {
+    /// berthd's version.
+    pub version: String,
+    /// The plugin-api version the daemon speaks.
+    pub api_version: String,
+    /// The selected storage driver.
+    pub storage_driver: String,
+    /// Its status pairs (empty when it is not ready).
+    pub storage_status: Vec<(String, String)>,
+    /// The default network driver.
+    pub network_driver: String,
+    /// The default IPAM driver.
+    pub ipam_driver: String,
+    /// The default volume driver.
+    pub volume_driver: String,
+    /// Ready drivers by kind.
+    pub drivers: Vec<(Kind, Vec<String>)>,
+    /// Plugins by state: ready, skipped, failed.
+    pub plugin_counts: (usize, usize, usize),
+    /// Persistent root.
+    pub root: PathBuf,
+    /// Runtime root.
+    pub exec_root: PathBuf,
+    /// Where the configuration came from.
+    pub config_source: String,
+    /// Volumes the daemon holds.
+    pub volumes: usize,
+    /// What reconcile did at start.
+    pub reconcile: ReconcileReport,
+    /// How long start-up took, in microseconds.
+    pub startup_us: u64,
+}
+
+/// The running engine.
+#[derive(Debug)]
+pub struct Engine {
+    config: Config,
+    registry: Arc<Registry>,
+    store: Arc<Store>,
+    volumes: VolumeService,
+    reconcile: ReconcileReport,
+    startup: Duration,
+}
+
+impl Engine {
+    /// Opens the state store, loads every plugin and reconciles the ledger.
+    /// A plugin that fails does not stop the engine; a store that cannot be
+    /// opened or a name collision does.
+    pub fn start(config: Config) -> DriverResult<Engine> {
+        let t0 = Instant::now();
+        for dir in [&config.daemon.root, &config.daemon.exec_root] {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| DriverError::io(format!("create {}", dir.display()), &e))?;
+        }
+        let store = Arc::new(Store::open(&config.daemon.root)?);
+        let registry =
+            Arc::new(Registry::build(&config).map_err(|e| DriverError::invalid_argument(e.to_string()))?);
+        let crash_at = std::env::var("BERTH_CRASH_AT").ok().filter(|s| !s.is_empty());
+        let volumes = VolumeService::new(
+            Arc::clone(&registry),
+            Arc::clone(&store),
+            config.volume.default.clone(),
+            crash_at,
+        );
+        let mut engine = Engine {
+            config,
+            registry,
+            store,
+            volumes,
+            reconcile: ReconcileReport::default(),
+            startup: Duration::ZERO,
+        };
+        engine.reconcile = engine.reconcile_ledger()?;
+        engine.startup = t0.elapsed();
+        Ok(engine)
+    }
+
+    fn reconcile_ledger(&self) -> DriverResult<ReconcileReport> {
+        let mut report = ReconcileReport::default();
+        for (seq, intent) in self.store.pending()? {
+            let outcome = match intent.op.as_str() {
+                OP_CREATE | OP_REMOVE => self.volumes.reconcile(seq, &intent),
+                other => Err(DriverError::internal(format!("unknown operation {other:?}"))),
+            };
+            match outcome {
+                Ok(done) => {
+                    tracing::info!(seq, op = %intent.op, key = %intent.key, "ledger: {done}");
+                    report.resolved.push(done);
+                }
+                Err(e) => {
+                    let line = format!("{} of {} (driver {:?}): {}", intent.op, intent.key, intent.driver, e);
+                    tracing::warn!(seq, "ledger: unresolved {line}");
+                    report.unresolved.push(line);
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The registry.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// Named volumes.
+    pub fn volumes(&self) -> &VolumeService {
+        &self.volumes
+    }
+
+    /// What reconcile did at start-up.
+    pub fn reconcile_report(&self) -> &ReconcileReport {
+        &self.reconcile
+    }
+
+    /// Every plugin, for `GET /plugins`.
+    pub fn plugins(&self) -> Vec<PluginView> {
+        self.registry.views()
+    }
+
+    /// One plugin by name.
+    pub fn plugin(&self, name: &str) -> DriverResult<PluginView> {
+        self.registry
+            .plugin(name)
+            .map(|p| p.view())
+            .ok_or_else(|| DriverError::not_found(format!("no plugin named {name:?}")))
+    }
+
+    /// Facts for `GET /info`.
+    pub fn info(&self) -> Info {
+        let storage_status = self
+            .registry
+            .storage(&self.config.storage.driver)
+            .and_then(|d| d.call("status", |d| d.status(StatusRequest::default())))
+            .map(|s| s.status)
+            .unwrap_or_default();
+        let views = self.registry.views();
+        let count = |s: &str| views.iter().filter(|v| v.status == s).count();
+        Info {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            api_version: berth_plugin_api::API_VERSION.to_string(),
+            storage_driver: self.config.storage.driver.clone(),
+            storage_status,
+            network_driver: self.config.network.default.clone(),
+            ipam_driver: self.config.network.ipam.clone(),
+            volume_driver: self.config.volume.default.clone(),
+            drivers: Kind::ALL.iter().map(|k| (*k, self.registry.ready(*k))).collect(),
+            plugin_counts: (count("ready"), count("skipped"), count("failed")),
+            root: self.config.daemon.root.clone(),
+            exec_root: self.config.daemon.exec_root.clone(),
+            config_source: self.config.source.clone(),
+            volumes: self.store.list::<serde_json::Value>("volume/").map(|v| v.len()).unwrap_or(0),
+            reconcile: self.reconcile.clone(),
+            startup_us: self.startup.as_micros() as u64,
+        }
+    }
+
+    /// Stops cleanly: every storage driver's `cleanup` (which puts every
+    /// mount it holds). Tries every step and answers every failure.
+    pub fn shutdown(&self) -> Vec<DriverError> {
+        let mut errors = Vec::new();
+        for p in self.registry.plugins() {
+            for d in &p.drivers {
+                if d.kind != Kind::Storage || d.state != State::Ready {
+                    continue;
+                }
+                match self.registry.storage(&p.name) {
+                    Ok(driver) => {
+                        if let Err(e) = driver.call("cleanup", |d| d.cleanup(CleanupRequest::default())) {
+                            errors.push(e);
+                        }
+                    }
+                    Err(e) => errors.push(e),
+                }
+            }
+        }
+        errors
+    }
+}
