@@ -8,8 +8,9 @@
 //! stays parked, and the counters show it as `hung`.)
 
 use std::collections::VecDeque;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use berth_plugin_api::{DriverError, DriverResult, ErrorKind, Kind};
@@ -152,18 +153,15 @@ impl<T: ?Sized + Send + Sync + 'static> Driver<T> {
         let (tx, rx) = mpsc::sync_channel(1);
         let inner = Arc::clone(&self.inner);
         let metrics = Arc::clone(&self.metrics);
-        let spawned = std::thread::Builder::new().name(format!("drv-{}", self.name)).spawn(move || {
-            let out = f(&inner);
+        workers().run(Box::new(move || {
+            let out = catch_unwind(AssertUnwindSafe(|| f(&inner)));
+            let out =
+                out.unwrap_or_else(|_| Err(DriverError::internal(format!("driver panicked in {method}"))));
             if tx.send(out).is_err() {
                 // The caller gave up: this call outlived its deadline.
                 metrics.hung.fetch_sub(1, Ordering::Relaxed);
             }
-        });
-        if let Err(e) = spawned {
-            let err = DriverError::unavailable(format!("cannot start a worker for {method}: {e}"));
-            self.metrics.record(start.elapsed(), false);
-            return Err(err);
-        }
+        }));
         let out = match rx.recv_timeout(deadline) {
             Ok(out) => out,
             Err(mpsc::RecvTimeoutError::Timeout) => {
@@ -174,10 +172,9 @@ impl<T: ?Sized + Send + Sync + 'static> Driver<T> {
                     self.kind, self.name
                 )))
             }
-            Err(mpsc::RecvTimeoutError::Disconnected) => Err(DriverError::internal(format!(
-                "{} driver {:?} crashed in {method}",
-                self.kind, self.name
-            ))),
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                Err(DriverError::internal(format!("worker for {method} vanished without an answer")))
+            }
         };
         let ok = out.is_ok();
         self.metrics.record(start.elapsed(), ok);
@@ -192,6 +189,91 @@ impl<T: ?Sized + Send + Sync + 'static> Driver<T> {
                 e.context(format!("{} driver {:?}", self.kind, self.name))
             }
         })
+    }
+}
+
+/// How long an idle worker waits for work before it exits.
+const IDLE_EXIT: Duration = Duration::from_secs(60);
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// An elastic pool of worker threads for driver calls: a call is handed to
+/// an idle worker when there is one, else to a new thread, so a driver that
+/// hangs parks its worker without ever delaying anyone else. Idle workers
+/// exit after a minute.
+struct Workers {
+    state: Mutex<PoolState>,
+    wake: Condvar,
+}
+
+#[derive(Default)]
+struct PoolState {
+    queue: VecDeque<Job>,
+    /// Workers waiting for work and not yet claimed by a submitter.
+    idle: usize,
+    /// Claims made by submitters not yet taken up by a woken worker.
+    wakes: usize,
+}
+
+fn workers() -> &'static Arc<Workers> {
+    // One pool per process: worker threads are a process resource, like the
+    // allocator; it holds no state about drivers.
+    static POOL: OnceLock<Arc<Workers>> = OnceLock::new();
+    POOL.get_or_init(|| Arc::new(Workers { state: Mutex::new(PoolState::default()), wake: Condvar::new() }))
+}
+
+impl Workers {
+    fn run(self: &Arc<Self>, job: Job) {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.queue.push_back(job);
+        if st.idle > 0 {
+            st.idle -= 1;
+            st.wakes += 1;
+            drop(st);
+            self.wake.notify_one();
+            return;
+        }
+        drop(st);
+        let pool = Arc::clone(self);
+        let spawned = std::thread::Builder::new().name("berth-call".into()).spawn(move || pool.work());
+        if spawned.is_err() {
+            // No thread to be had: run the job here rather than lose it.
+            let job = self.state.lock().unwrap_or_else(|p| p.into_inner()).queue.pop_back();
+            if let Some(job) = job {
+                job();
+            }
+        }
+    }
+
+    fn work(&self) {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(job) = st.queue.pop_front() {
+                drop(st);
+                job();
+                st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+            st.idle += 1;
+            loop {
+                let (next, timeout) =
+                    self.wake.wait_timeout(st, IDLE_EXIT).unwrap_or_else(|p| p.into_inner());
+                st = next;
+                if st.wakes > 0 {
+                    // Claimed by a submitter, which took us out of `idle`.
+                    st.wakes -= 1;
+                    break;
+                }
+                if timeout.timed_out() {
+                    st.idle -= 1;
+                    if st.queue.is_empty() {
+                        return;
+                    }
+                    break;
+                }
+                // A spurious wake-up: still idle, keep waiting.
+            }
+        }
     }
 }
 
@@ -240,10 +322,26 @@ mod tests {
     }
 
     #[test]
+    fn many_concurrent_calls_all_answer() {
+        let d = driver(Duration::from_secs(10));
+        let handles: Vec<_> = (0..64)
+            .map(|i| {
+                let d = d.clone();
+                std::thread::spawn(move || d.call("n", move |_| Ok(i * 2)).unwrap())
+            })
+            .collect();
+        let sum: u64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
+        assert_eq!(sum, (0..64u64).map(|i| i * 2).sum::<u64>());
+        for i in 0..1000u64 {
+            assert_eq!(d.call("seq", move |_| Ok(i)).unwrap(), i);
+        }
+    }
+
+    #[test]
     fn a_panicking_linked_call_is_an_internal_error() {
         let d = driver(Duration::from_secs(5));
         let e = d.call::<()>("boom", |_| panic!("kaboom")).unwrap_err();
         assert_eq!(e.kind, ErrorKind::Internal);
-        assert!(e.message.contains("crashed in boom"), "{}", e.message);
+        assert!(e.message.contains("driver panicked in boom"), "{}", e.message);
     }
 }
