@@ -39,7 +39,8 @@ pub trait VolumeDriver: Send + Sync {
     /// Makes the volume available for mount `req.id`; answers the host path.
     fn mount(&self, req: VolumeMountRequest) -> DriverResult<VolumeMountResponse>;
 
-    /// Releases mount `req.id`.
+    /// Releases mount `req.id`. Idempotent: an id that is not active
+    /// (already released, or never mounted) succeeds.
     fn unmount(&self, req: VolumeUnmountRequest) -> DriverResult<()>;
 
     /// The host path of the volume's data (may be empty when not mounted).

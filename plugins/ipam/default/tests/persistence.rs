@@ -1,0 +1,108 @@
+//! State across a daemon restart: everything is in `ipam-state.json`.
+
+mod common;
+
+use std::fs;
+
+use berth_plugin_api::ErrorKind;
+use common::*;
+
+#[test]
+fn pools_and_allocations_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let (plain, sub, serial, v6, global);
+    {
+        let d = open(dir.path());
+        plain = pool(&d, "10.1.0.0/24");
+        sub = request_pool(&d, "", "10.2.0.0/16", "10.2.3.0/24").unwrap().pool_id;
+        serial = serial_pool(&d, "10.3.0.0/29");
+        v6 = pool(&d, "fd00:1::/64");
+        global = request_pool(&d, "global", "10.1.0.0/24", "").unwrap().pool_id;
+        gateway(&d, &plain, "").unwrap();
+        for _ in 0..5 {
+            any(&d, &plain).unwrap();
+        }
+        release(&d, &plain, "10.1.0.3").unwrap();
+        address(&d, &plain, "10.1.0.200").unwrap();
+        assert_eq!(any(&d, &sub).unwrap(), "10.2.3.0/16");
+        any(&d, &serial).unwrap();
+        any(&d, &serial).unwrap();
+        release(&d, &serial, "10.3.0.1").unwrap();
+        assert_eq!(any(&d, &v6).unwrap(), "fd00:1::1/64");
+        address(&d, &v6, "fd00:1::ffff").unwrap();
+        let gone = pool(&d, "10.9.0.0/24");
+        release_pool(&d, &gone).unwrap();
+    }
+    assert!(!dir.path().join("ipam-state.json.tmp").exists());
+    let d = open(dir.path());
+    // Live pools are still live, in their spaces.
+    assert_err(request_pool(&d, "", "10.1.0.0/24", ""), ErrorKind::Conflict, "already live");
+    assert_err(request_pool(&d, "global", "10.1.0.0/24", ""), ErrorKind::Conflict, "already live");
+    assert_err(request_pool(&d, "", "10.2.0.0/16", "10.2.3.0/24"), ErrorKind::Conflict, "already live");
+    // Taken addresses are still taken, the released one is free again.
+    assert_err(address(&d, &plain, "10.1.0.200"), ErrorKind::Conflict, "already in use");
+    assert_err(gateway(&d, &plain, ""), ErrorKind::Conflict, "in use");
+    assert_eq!(any(&d, &plain).unwrap(), "10.1.0.3/24");
+    assert_eq!(any(&d, &plain).unwrap(), "10.1.0.7/24");
+    assert_eq!(any(&d, &sub).unwrap(), "10.2.3.1/16");
+    // The serial cursor survives: .3, not the released .1.
+    assert_eq!(any(&d, &serial).unwrap(), "10.3.0.3/29");
+    assert_eq!(any(&d, &v6).unwrap(), "fd00:1::2/64");
+    assert_err(address(&d, &v6, "fd00:1::ffff"), ErrorKind::Conflict, "already in use");
+    assert_eq!(any(&d, &global).unwrap(), "10.1.0.1/24");
+    // The released pool stayed released.
+    assert_err(release_pool(&d, "local/10.9.0.0/24"), ErrorKind::NotFound, "not live");
+}
+
+#[test]
+fn a_corrupt_state_file_is_an_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ipam-state.json");
+    let cases = [
+        "{ not json",
+        r#"{"version": 9, "pools": []}"#,
+        r#"{"version": 1, "pools": [{"address_space": "local", "pool": "10.0.0.1/24"}]}"#,
+        r#"{"version": 1, "pools": [{"address_space": "local", "pool": "10.0.0.0/24"},
+                                    {"address_space": "local", "pool": "10.0.0.0/16"}]}"#,
+        r#"{"version": 1, "pools": [{"address_space": "local", "pool": "10.0.0.0/24",
+                                     "allocated": [["10.0.0.1", "10.0.1.1"]]}]}"#,
+        r#"{"version": 1, "pools": [{"address_space": "local", "pool": "10.0.0.0/24",
+                                     "allocated": [["10.0.0.0", "10.0.0.1"]]}]}"#,
+        r#"{"version": 1, "pools": [{"address_space": "local", "pool": "fd00::/64",
+                                     "allocated": [["fd00::1", "fd00::ffff:ffff"]]}]}"#,
+    ];
+    for text in cases {
+        fs::write(&path, text).unwrap();
+        let e = assert_err(
+            try_open(dir.path(), serde_json::Value::Null),
+            ErrorKind::Internal,
+            "corrupt IPAM state file",
+        );
+        assert!(e.message.contains(path.to_str().unwrap()), "{}", e.message);
+    }
+    fs::write(&path, r#"{"version": 1, "pools": []}"#).unwrap();
+    open(dir.path());
+}
+
+#[test]
+fn a_change_that_cannot_be_saved_is_undone() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = open(dir.path());
+    let id = pool(&d, "10.70.0.0/24");
+    assert_eq!(any(&d, &id).unwrap(), "10.70.0.1/24");
+    // Put a non-empty directory where the state file goes: rename fails.
+    let path = dir.path().join("ipam-state.json");
+    fs::remove_file(&path).unwrap();
+    fs::create_dir(&path).unwrap();
+    fs::write(path.join("blocker"), "").unwrap();
+    let e = any(&d, &id).unwrap_err();
+    assert!(e.message.contains("ipam-state.json"), "{}", e.message);
+    assert!(request_pool(&d, "", "10.71.0.0/24", "").is_err());
+    assert!(release_pool(&d, &id).is_err());
+    assert!(release(&d, &id, "10.70.0.1").is_err());
+    fs::remove_dir_all(&path).unwrap();
+    // Nothing changed: .2 is still free, .1 still taken, 10.71 not live.
+    assert_eq!(any(&d, &id).unwrap(), "10.70.0.2/24");
+    assert_err(address(&d, &id, "10.70.0.1"), ErrorKind::Conflict, "already in use");
+    pool(&d, "10.71.0.0/24");
+}
