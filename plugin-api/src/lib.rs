@@ -28,6 +28,7 @@ pub mod init;
 pub mod ipam;
 pub mod network;
 pub mod storage;
+pub mod util;
 pub mod volume;
 
 pub use error::{DriverError, DriverResult, ErrorKind};

@@ -14,8 +14,8 @@
 //! pool.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
-use std::io::{self, Write};
+use std::fs::{self};
+use std::io::{self};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
@@ -180,26 +180,4 @@ fn restore(rec: &PoolRecord, live: &Pools) -> DriverResult<Pool> {
     Ok(pool)
 }
 
-/// Writes `bytes` to `path` so that a crash leaves either the old or the
-/// new content: a temporary file beside it, fsync, rename over, fsync the
-/// directory.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> DriverResult<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let result = (|| {
-        let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        drop(f);
-        fs::rename(&tmp, path)?;
-        if let Some(dir) = path.parent() {
-            File::open(dir)?.sync_all()?;
-        }
-        Ok(())
-    })();
-    result.map_err(|e: io::Error| {
-        let _ = fs::remove_file(&tmp);
-        DriverError::io(format!("write {}", path.display()), &e)
-    })
-}
+pub use berth_plugin_api::util::write_atomic;

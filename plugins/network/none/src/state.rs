@@ -7,9 +7,9 @@
 //! ```
 
 use std::collections::BTreeSet;
-use std::fs::{self, File};
-use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::fs::{self};
+use std::io::{self};
+use std::path::Path;
 
 use berth_plugin_api::{DriverError, DriverResult};
 use serde::{Deserialize, Serialize};
@@ -80,29 +80,7 @@ pub fn save(path: &Path, network: Option<&Network>) -> DriverResult<()> {
     write_atomic(path, &json)
 }
 
-/// Writes `bytes` to `path` so that a crash leaves either the old or the
-/// new content: a temporary file beside it, fsync, rename over, fsync the
-/// directory.
-fn write_atomic(path: &Path, bytes: &[u8]) -> DriverResult<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let result = (|| {
-        let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        drop(f);
-        fs::rename(&tmp, path)?;
-        if let Some(dir) = path.parent() {
-            File::open(dir)?.sync_all()?;
-        }
-        Ok(())
-    })();
-    result.map_err(|e: io::Error| {
-        let _ = fs::remove_file(&tmp);
-        DriverError::io(format_args!("write {}", path.display()), &e)
-    })
-}
+use berth_plugin_api::util::write_atomic;
 
 #[cfg(test)]
 mod tests {

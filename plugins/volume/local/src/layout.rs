@@ -252,29 +252,7 @@ fn encode<T: Serialize>(value: &T) -> DriverResult<Vec<u8>> {
         .map_err(|e| DriverError::internal(format!("encode volume metadata: {e}")))
 }
 
-/// Writes `bytes` to `path` so that a crash leaves either the old or the
-/// new content: a temporary file beside it, fsync, rename over, fsync the
-/// directory.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> DriverResult<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let result = (|| {
-        let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        drop(f);
-        fs::rename(&tmp, path)?;
-        if let Some(dir) = path.parent() {
-            File::open(dir)?.sync_all()?;
-        }
-        Ok(())
-    })();
-    result.map_err(|e: io::Error| {
-        let _ = fs::remove_file(&tmp);
-        DriverError::io(format_args!("write {}", path.display()), &e)
-    })
-}
+pub use berth_plugin_api::util::write_atomic;
 
 #[cfg(test)]
 mod tests {
