@@ -14,6 +14,8 @@ use berth_plugin_api::volume::{
 use berth_plugin_api::{DriverError, DriverResult, ErrorKind, Kind};
 use serde::{Deserialize, Serialize};
 
+use berth_plugin_api::util::rfc3339;
+
 use crate::registry::Registry;
 use crate::store::{now_secs, Change, Intent, Store};
 
@@ -188,7 +190,7 @@ impl VolumeService {
             name: name.clone(),
             driver: driver_name,
             mountpoint: info.mountpoint,
-            created_at: info.created_at.unwrap_or_else(|| rfc3339(now_secs())),
+            created_at: info.created_at.unwrap_or_else(|| rfc3339(std::time::SystemTime::now())),
             labels: req.labels,
             options: req.driver_opts,
         };
@@ -309,35 +311,9 @@ fn random_name() -> DriverResult<String> {
     Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// Formats seconds since the epoch as RFC 3339 UTC.
-pub fn rfc3339(secs: u64) -> String {
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
-    let (h, m, s) = (rem / 3600, (rem % 3600) / 60, rem % 60);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if mo <= 2 { y + 1 } else { y };
-    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:02}Z")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rfc3339_formats_known_instants() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(rfc3339(1_795_000_000), "2026-11-18T09:46:40Z");
-    }
 
     #[test]
     fn volume_names_follow_dockers_rule() {

@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use berth_plugin_api::{DriverError, DriverResult};
 use serde::{Deserialize, Serialize};
 
-use crate::time::is_rfc3339;
+use berth_plugin_api::util::is_rfc3339;
 
 const DATA: &str = "_data";
 const OPTS: &str = "opts.json";

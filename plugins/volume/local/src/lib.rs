@@ -34,7 +34,6 @@
 
 pub mod export;
 mod layout;
-mod time;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -47,7 +46,7 @@ use berth_plugin_api::{DriverError, DriverResult, Init, InitRequest, VolumeDrive
 use serde::{Deserialize, Serialize};
 
 use crate::layout::{validate_name, Layout, Meta, RemoveOutcome, Volume};
-pub use crate::time::rfc3339;
+pub use berth_plugin_api::util::rfc3339;
 
 /// The driver's options from the configuration. An unknown key is refused.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -6,6 +6,9 @@ use std::path::{Path, PathBuf};
 
 use crate::{DriverError, DriverResult};
 
+pub mod time;
+pub use time::{is_rfc3339, rfc3339};
+
 /// Writes `bytes` to `path` so that a crash leaves either the old or the
 /// new content: a temporary file beside it, fsync, rename over, fsync the
 /// directory. The error names the path.
