@@ -1,1 +1,89 @@
-//! conformance
+//! # berth-conformance
+//!
+//! The cases of `shared/CONFORMANCE.md`, as a library every driver adopts
+//! whole and as the `berth-conformance` binary that runs the same cases
+//! black-box against a shared object.
+//!
+//! * A [`Case`] has a stable ID (`ST-01`), its one line, a [`Suite`] and a
+//!   body working on a [`Ctx`].
+//! * The [`runner`] gives every case a fresh temporary root (`root/` and
+//!   `run/` inside it) and a driver constructed fresh for it from the
+//!   [`Subject`]'s factory; runs the body under `catch_unwind`; always tears
+//!   down (releases references, removes the layers the case made, calls the
+//!   driver's `cleanup`); then checks for leaked mounts under the case root
+//!   (a leak fails the case) and removes the root.
+//! * A case ends [`Outcome::Pass`], [`Outcome::Fail`] (step, expected,
+//!   actual, error kind) or [`Outcome::Skip`] (only when the host or the
+//!   driver's declared capabilities cannot run it, with the reason). A
+//!   driver whose init answers `Skipped(reason)` skips every case of its kind
+//!   with that reason.
+//! * A [`Report`] renders as a table, JSON or JUnit XML, and records who was
+//!   tested (manifest, plugin-api version, SHA-256 of the `.so`), this
+//!   suite's version and the kernel release.
+//!
+//! A driver crate runs the storage suite against itself in one line:
+//!
+//! ```ignore
+//! let report = berth_conformance::run(
+//!     &berth_conformance::storage::cases(),
+//!     Some(&Subject::linked_storage("vfs", env!("CARGO_PKG_VERSION"), VfsDriver::new)),
+//!     &Options::default(),
+//! );
+//! berth_conformance::assert_conforms(&report);
+//! ```
+//!
+//! The PL cases ([`lifecycle`]) test the loader of this build against the
+//! fixture plugins of `plugin-api/tests/compat/`.
+
+pub mod case;
+pub mod ctx;
+pub mod lifecycle;
+pub mod report;
+pub mod runner;
+pub mod storage;
+pub mod subject;
+pub mod sys;
+
+pub use case::{Case, CaseResult, Failure, Outcome, Stop, Suite};
+pub use ctx::Ctx;
+pub use report::Report;
+pub use runner::{run, Options, DEFAULT_REPEAT};
+pub use subject::{Identity, Subject};
+
+/// This suite's version, recorded in every report.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Every implemented case, in ID order within each suite.
+pub fn catalog() -> Vec<Case> {
+    let mut all = storage::cases();
+    all.extend(lifecycle::cases());
+    all
+}
+
+/// Panics with the human table unless every case passed or skipped.
+pub fn assert_conforms(report: &Report) {
+    assert!(!report.any_failed(), "conformance failures: {:?}\n{}", report.failed_ids(), report.to_human());
+}
+
+/// Picks cases from `catalog`: those of `suites` (every suite when empty),
+/// then only the IDs in `only` (all when empty), minus the IDs in `skip`.
+/// An ID that names no implemented case is an error naming it.
+pub fn select(
+    catalog: &[Case],
+    suites: &[Suite],
+    only: &[String],
+    skip: &[String],
+) -> Result<Vec<Case>, String> {
+    let known = |id: &String| catalog.iter().any(|c| c.id.eq_ignore_ascii_case(id.trim()));
+    if let Some(bad) = only.iter().chain(skip).find(|id| !known(id)) {
+        return Err(format!("unknown case id {bad:?}: `berth-conformance list` shows the implemented ones"));
+    }
+    let listed = |ids: &[String], c: &Case| ids.iter().any(|id| c.id.eq_ignore_ascii_case(id.trim()));
+    Ok(catalog
+        .iter()
+        .filter(|c| suites.is_empty() || suites.contains(&c.suite))
+        .filter(|c| only.is_empty() || listed(only, c))
+        .filter(|c| !listed(skip, c))
+        .copied()
+        .collect())
+}

@@ -1,1 +1,211 @@
-fn main() {}
+//! `berth-conformance`: runs the conformance cases black-box against a
+//! plugin shared object, and the loader cases against fixture plugins.
+//!
+//! Exit status: 0 when no case failed, 1 when one did, 2 on a usage or
+//! load error (one line on stderr).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use berth_conformance::{catalog, lifecycle, run, select, Options, Subject, Suite};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Runs berth's driver conformance cases and reports pass, fail or skip for
+/// each, citing the plugin (name, version, plugin-api, SHA-256), this
+/// suite's version and the kernel.
+#[derive(Debug, Parser)]
+#[command(name = "berth-conformance", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run cases and report. Driver suites run against --plugin (the suites
+    /// of the kinds its manifest declares); the plugin-lifecycle cases
+    /// (PL-09, PL-10) test this build's loader with the fixture plugins of
+    /// --fixtures and run when fixtures are given, when no plugin is given,
+    /// or when asked for with --kind plugin or --only.
+    #[command(after_help = "Examples:\n  \
+        berth-conformance run --plugin target/debug/libberth_storage_vfs.so\n  \
+        berth-conformance run --plugin libx.so --only ST-01,ST-06 --format junit --output report.xml\n  \
+        berth-conformance run --fixtures \"$(plugin-api/tests/compat/build.sh)\"\n\n\
+        Exit status: 0 no case failed, 1 a case failed, 2 usage or load error.")]
+    Run(RunArgs),
+    /// List every implemented case with its one line.
+    List(ListArgs),
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// The plugin to test: a shared object exporting a berth root module.
+    #[arg(long, value_name = "PATH.so")]
+    plugin: Option<PathBuf>,
+    /// Directory holding libcompat10.so, libcompat20.so and libcompatbad.so
+    /// (printed by plugin-api/tests/compat/build.sh), for PL-09 and PL-10.
+    #[arg(long, value_name = "DIR", env = lifecycle::FIXTURES_ENV)]
+    fixtures: Option<PathBuf>,
+    /// Run only these suites (comma-separated or repeated).
+    #[arg(long = "kind", value_name = "K", value_enum, value_delimiter = ',')]
+    kinds: Vec<SuiteArg>,
+    /// Run only these case IDs, e.g. ST-01,ST-06.
+    #[arg(long, value_name = "ID,..", value_delimiter = ',')]
+    only: Vec<String>,
+    /// Leave out these case IDs.
+    #[arg(long, value_name = "ID,..", value_delimiter = ',')]
+    skip: Vec<String>,
+    /// How often calls that must be idempotent are repeated.
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    repeat: u32,
+    /// Report format.
+    #[arg(long, value_enum, default_value_t = Format::Human)]
+    format: Format,
+    /// Write the report to FILE (the table still goes to stdout).
+    #[arg(long, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// Where case roots are made (default: the system temp dir). Choose a
+    /// filesystem the driver supports.
+    #[arg(long, value_name = "DIR")]
+    workdir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct ListArgs {
+    /// List only these suites.
+    #[arg(long = "kind", value_name = "K", value_enum, value_delimiter = ',')]
+    kinds: Vec<SuiteArg>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = ListFormat::Human)]
+    format: ListFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum SuiteArg {
+    Storage,
+    Network,
+    Ipam,
+    Volume,
+    Plugin,
+}
+
+impl From<SuiteArg> for Suite {
+    fn from(s: SuiteArg) -> Suite {
+        match s {
+            SuiteArg::Storage => Suite::Storage,
+            SuiteArg::Network => Suite::Network,
+            SuiteArg::Ipam => Suite::Ipam,
+            SuiteArg::Volume => Suite::Volume,
+            SuiteArg::Plugin => Suite::Plugin,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    Human,
+    Json,
+    Junit,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ListFormat {
+    Human,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(a) => run_cmd(a),
+        Command::List(a) => list_cmd(a).map(|()| false),
+    };
+    match result {
+        Ok(false) => ExitCode::SUCCESS,
+        Ok(true) => ExitCode::from(1),
+        Err(message) => {
+            eprintln!("berth-conformance: error: {}", message.replace('\n', " "));
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Runs the selected cases; `Ok(true)` when any failed.
+fn run_cmd(a: RunArgs) -> Result<bool, String> {
+    let subject = match &a.plugin {
+        Some(p) => Some(Subject::load(p).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    let suites: Vec<Suite> = if !a.kinds.is_empty() {
+        a.kinds.iter().map(|k| Suite::from(*k)).collect()
+    } else if !a.only.is_empty() {
+        Vec::new()
+    } else {
+        let mut s: Vec<Suite> = subject
+            .as_ref()
+            .map(|s| s.identity().kinds.iter().map(|k| Suite::of_kind(*k)).collect())
+            .unwrap_or_default();
+        if a.fixtures.is_some() || subject.is_none() {
+            s.push(Suite::Plugin);
+        }
+        s
+    };
+    let cases = select(&catalog(), &suites, &a.only, &a.skip)?;
+    if cases.is_empty() {
+        let wanted: Vec<&str> = suites.iter().map(|s| s.as_str()).collect();
+        return Err(format!(
+            "no implemented case matches (suites: {}; implemented: {}); `berth-conformance list` shows them",
+            if wanted.is_empty() { "any".into() } else { wanted.join(", ") },
+            implemented_suites()
+        ));
+    }
+    if subject.is_none() {
+        let need: Vec<&str> =
+            cases.iter().filter(|c| c.suite.driver_kind().is_some()).map(|c| c.id).collect();
+        if !need.is_empty() {
+            return Err(format!("{} need a driver under test: give --plugin PATH.so", need.join(", ")));
+        }
+    }
+    let opts =
+        Options { repeat: a.repeat as usize, workdir: a.workdir.clone(), fixtures: a.fixtures.clone() };
+    let report = run(&cases, subject.as_ref(), &opts);
+    let rendered = match a.format {
+        Format::Human => report.to_human(),
+        Format::Json => report.to_json(),
+        Format::Junit => report.to_junit(),
+    };
+    match &a.output {
+        Some(file) => {
+            std::fs::write(file, rendered).map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+            print!("{}", report.to_human());
+        }
+        None => print!("{rendered}"),
+    }
+    Ok(report.any_failed())
+}
+
+fn implemented_suites() -> String {
+    let mut s: Vec<&str> = catalog().iter().map(|c| c.suite.as_str()).collect();
+    s.dedup();
+    s.join(", ")
+}
+
+fn list_cmd(a: ListArgs) -> Result<(), String> {
+    let suites: Vec<Suite> = a.kinds.iter().map(|k| Suite::from(*k)).collect();
+    let cases = select(&catalog(), &suites, &[], &[])?;
+    match a.format {
+        ListFormat::Human => {
+            for c in &cases {
+                println!("{:<6} {:<8} {}", c.id, c.suite.as_str(), c.description);
+            }
+        }
+        ListFormat::Json => {
+            let items: Vec<serde_json::Value> = cases
+                .iter()
+                .map(|c| serde_json::json!({ "id": c.id, "suite": c.suite, "description": c.description }))
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&items).expect("lists serialize"));
+        }
+    }
+    Ok(())
+}

@@ -26,7 +26,7 @@ use abi_stable::abi_stability::abi_checking::{
     check_layout_compatibility, AbiInstability, AbiInstabilityErrors,
 };
 use abi_stable::library::{lib_header_from_path, LibHeader, LibraryError};
-use abi_stable::type_layout::TypeLayout;
+use abi_stable::type_layout::{TLFieldOrFunction, TypeLayout};
 use abi_stable::StableAbi;
 use berth_plugin_api::ffi::{PluginModRef, PluginModule};
 use berth_plugin_api::Manifest;
@@ -181,19 +181,22 @@ pub fn summarize(errors: &AbiInstabilityErrors) -> String {
         .iter()
         .filter(|e| !e.errs.is_empty())
         .map(|e| {
-            let path: Vec<String> = e
+            let mut path: Vec<String> = e
                 .stack_trace
                 .iter()
-                .map(|ef| ef.expected.to_string())
-                .map(|s| field_name(&s))
-                .filter(|n| !matches!(n.as_str(), "" | "0" | "obj" | "vtable" | "field_0" | "vtable_"))
+                .map(|ef| match &ef.expected {
+                    TLFieldOrFunction::Field(f) => f.name().to_string(),
+                    TLFieldOrFunction::Function(f) => f.name.as_str().to_string(),
+                })
+                .filter(|n| !is_plumbing(n))
                 .collect();
+            path.dedup();
             let what: Vec<String> = e.errs.iter().map(describe).collect();
             let at = if path.is_empty() { "root module".to_string() } else { path.join(".") };
             (e.stack_trace.len(), format!("at {at}: {}", what.join("; ")))
         })
         .collect();
-    found.sort_by(|a, b| b.0.cmp(&a.0));
+    found.sort_by_key(|f| std::cmp::Reverse(f.0));
     found.dedup_by(|a, b| a.1 == b.1);
     let mut out = String::new();
     for (i, (_, line)) in found.iter().take(2).enumerate() {
@@ -209,6 +212,13 @@ pub fn summarize(errors: &AbiInstabilityErrors) -> String {
         out = "layout mismatch".into();
     }
     out
+}
+
+/// Stack-trace steps that are abi_stable's plumbing, not our names.
+fn is_plumbing(name: &str) -> bool {
+    matches!(name, "" | "0" | "obj" | "vtable" | "vtable_" | "field_0" | "_marker" | "_sabi_phantom")
+        || name.starts_with("_sabi")
+        || name.starts_with("__")
 }
 
 /// `name: Type` (a field's display) → `name`; `fn name(...)` → `name`.

@@ -1,0 +1,120 @@
+//! The plugin under test: who it is, and how to make a fresh driver of each
+//! kind it provides — from a shared object, or from a linked constructor.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use berth_core::{load_library, Compat, LoadError};
+use berth_plugin_api::{DriverResult, Init, InitRequest, Kind, StorageDriver};
+use serde::Serialize;
+
+use crate::sys;
+
+/// Builds a fresh storage driver for one case from its init request.
+pub type StorageFactory =
+    Arc<dyn Fn(&InitRequest) -> DriverResult<Init<Arc<dyn StorageDriver>>> + Send + Sync>;
+
+/// Who the plugin under test is, recorded in every report so a result can
+/// be cited.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Identity {
+    /// The manifest's name, e.g. `vfs`.
+    pub name: String,
+    /// The plugin's own version.
+    pub version: String,
+    /// The plugin-api version it was built against.
+    pub api_version: String,
+    /// The driver kinds its manifest declares.
+    pub kinds: Vec<Kind>,
+    /// `shared-object` or `linked`.
+    pub transport: String,
+    /// The shared object, when loaded from one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// SHA-256 of the shared object.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// How its interface relates to this build's (shared objects only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compat: Option<Compat>,
+}
+
+/// The plugin under test.
+#[derive(Clone)]
+pub struct Subject {
+    identity: Identity,
+    storage: Option<StorageFactory>,
+}
+
+impl std::fmt::Debug for Subject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subject").field("identity", &self.identity).finish_non_exhaustive()
+    }
+}
+
+impl Subject {
+    /// Loads a shared object with the daemon's own loader and compatibility
+    /// policy (`berth_core::load_library`).
+    pub fn load(path: &Path) -> Result<Subject, LoadError> {
+        let lib = load_library(path)?;
+        let module = lib.module;
+        let storage: Option<StorageFactory> = lib
+            .manifest
+            .kinds
+            .contains(&Kind::Storage)
+            .then(|| Arc::new(move |init: &InitRequest| module.new_storage(init)) as StorageFactory);
+        let identity = Identity {
+            name: lib.manifest.name.clone(),
+            version: lib.manifest.version.clone(),
+            api_version: lib.manifest.api_version.clone(),
+            kinds: lib.manifest.kinds.clone(),
+            transport: "shared-object".into(),
+            path: Some(
+                std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()).display().to_string(),
+            ),
+            sha256: sys::sha256_file(path).ok(),
+            compat: Some(lib.compat),
+        };
+        Ok(Subject { identity, storage })
+    }
+
+    /// A linked storage driver (the library use: a driver crate runs the
+    /// suite in its own tests). `factory` has the shape `export_plugin!`
+    /// takes, e.g. `VfsDriver::new`, and is called once per case.
+    pub fn linked_storage<F, D>(name: &str, version: &str, factory: F) -> Subject
+    where
+        F: Fn(InitRequest) -> DriverResult<Init<D>> + Send + Sync + 'static,
+        D: StorageDriver + 'static,
+    {
+        let factory: StorageFactory =
+            Arc::new(move |init| Ok(factory(init.clone())?.map(|d| Arc::new(d) as Arc<dyn StorageDriver>)));
+        Subject {
+            identity: Identity {
+                name: name.into(),
+                version: version.into(),
+                api_version: berth_plugin_api::API_VERSION.into(),
+                kinds: vec![Kind::Storage],
+                transport: "linked".into(),
+                path: None,
+                sha256: None,
+                compat: None,
+            },
+            storage: Some(factory),
+        }
+    }
+
+    /// Who it is.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// The storage factory, when the plugin declares a storage driver.
+    pub fn storage(&self) -> Option<&StorageFactory> {
+        self.storage.as_ref()
+    }
+
+    /// Whether the plugin declares a driver of `kind`.
+    pub fn provides(&self, kind: Kind) -> bool {
+        self.identity.kinds.contains(&kind)
+    }
+}

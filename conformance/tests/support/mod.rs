@@ -1,0 +1,81 @@
+//! Helpers shared by the conformance crate's integration tests.
+
+#![allow(dead_code)]
+
+pub mod refdriver;
+pub mod xml;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use berth_conformance::{run, storage, Options, Report, Subject};
+use berth_plugin_api::{Init, InitRequest};
+
+use refdriver::{Flaws, RefDriver};
+
+/// `<target>/<profile>`, from the running test binary.
+pub fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    exe.parent().and_then(Path::parent).expect("test binary lives in <target>/<profile>/deps").to_path_buf()
+}
+
+/// Builds the vfs plugin with cargo (same target dir and profile as these
+/// tests) and returns the path of `libberth_storage_vfs.so`.
+pub fn vfs_so() -> PathBuf {
+    let profile = profile_dir();
+    let target = profile.parent().expect("<target>/<profile>");
+    let mut cmd = Command::new(env!("CARGO"));
+    cmd.args(["build", "--quiet", "-p", "berth-storage-vfs", "--target-dir"]).arg(target);
+    if profile.file_name().is_some_and(|n| n == "release") {
+        cmd.arg("--release");
+    }
+    let out = cmd.output().expect("run cargo build -p berth-storage-vfs");
+    assert!(
+        out.status.success(),
+        "cargo build -p berth-storage-vfs failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let so = profile.join("libberth_storage_vfs.so");
+    assert!(so.exists(), "{} missing after the build", so.display());
+    so
+}
+
+/// A linked subject serving [`RefDriver`] with `flaws`.
+pub fn ref_subject(flaws: Flaws) -> Subject {
+    Subject::linked_storage("ref", "0.0.0", move |init: InitRequest| {
+        Ok(Init::Ready(RefDriver::new(&init.root, flaws)))
+    })
+}
+
+/// Runs the storage suite against [`RefDriver`] with `flaws`, making case
+/// roots under `workdir`.
+pub fn run_ref(flaws: Flaws, workdir: &Path) -> Report {
+    let opts = Options { repeat: 3, workdir: Some(workdir.to_path_buf()), fixtures: None };
+    run(&storage::cases(), Some(&ref_subject(flaws)), &opts)
+}
+
+/// Whether the suite runs as root (the storage suite's drivers need it to
+/// mount, and ST-02 to chown).
+pub fn is_root() -> bool {
+    berth_conformance::sys::euid() == 0
+}
+
+/// Checks that `junit` is well-formed and agrees with `report`.
+pub fn check_junit(report: &Report) -> xml::Element {
+    let junit = report.to_junit();
+    let root =
+        xml::parse(&junit).unwrap_or_else(|e| panic!("JUnit output is not well-formed XML: {e}\n{junit}"));
+    assert_eq!(root.name, "testsuites");
+    assert_eq!(root.attr("tests"), report.summary.total.to_string());
+    assert_eq!(root.attr("failures"), report.summary.failed.to_string());
+    assert_eq!(root.attr("skipped"), report.summary.skipped.to_string());
+    let cases = root.all("testcase");
+    assert_eq!(cases.len(), report.cases.len());
+    assert_eq!(root.all("failure").len(), report.summary.failed);
+    assert_eq!(root.all("skipped").len(), report.summary.skipped);
+    for (el, c) in cases.iter().zip(&report.cases) {
+        assert_eq!(el.attr("name"), format!("{} {}", c.id, c.description));
+        assert_eq!(el.attr("classname"), format!("berth.{}", c.suite));
+    }
+    root
+}
