@@ -1,0 +1,5 @@
+//! One module per verb group.
+
+pub mod plugin;
+pub mod system;
+pub mod volume;

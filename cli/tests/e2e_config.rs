@@ -1,0 +1,81 @@
+//! Acceptance 3: `berthd --check-config`, and a daemon that starts with a
+//! plugin missing.
+
+mod common;
+
+use std::process::Command;
+
+use common::{berthd_bin, describe, World};
+
+fn check(config: &std::path::Path, extra: &[&str]) -> std::process::Output {
+    Command::new(berthd_bin()).arg("--check-config").arg("--config").arg(config).args(extra).output().unwrap()
+}
+
+#[test]
+fn an_unknown_key_is_refused_with_file_line_and_column() {
+    let w = World::new("");
+    let bad = w.write(
+        "bad.toml",
+        "[daemon]\nroot = \"/nonexistent/berth\"\n\n[volume]\ndefault = \"local\"\ncolour = \"red\"\n",
+    );
+    let out = check(&bad, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.toml:6:1: "), "{err}");
+    assert!(err.contains("colour"), "{err}");
+    // The daemon proper refuses it the same way.
+    let out = Command::new(berthd_bin()).arg("--config").arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bad.toml:6:1: "));
+}
+
+#[test]
+fn a_valid_config_lists_every_plugin_without_touching_the_root() {
+    let w = World::new(common::FAULTY);
+    let out = check(&w.config, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for name in ["vfs", "none", "host", "default", "local", "faulty"] {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name}: {text}"));
+        assert!(line.contains("shared-object") && line.contains("ready"), "{line}");
+    }
+    assert!(text.contains("6 plugins: 6 ready, 0 skipped, 0 failed"), "{text}");
+    assert!(!w.root.exists(), "--check-config must not create the real root");
+    assert!(!w.exec_root.exists(), "--check-config must not create the real exec root");
+
+    let out = check(&w.config, &["--format", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["valid"], true);
+    assert_eq!(v["plugins"].as_array().unwrap().len(), 6);
+    assert!(!w.root.exists());
+}
+
+#[test]
+fn a_missing_shared_object_fails_only_its_plugin() {
+    let w = World::new("\n[[plugin]]\nname = \"ghost\"\npath = \"libberth_ghost.so\"\n");
+    let out = check(&w.config, &[]);
+    assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let ghost = text.lines().find(|l| l.starts_with("ghost ")).unwrap();
+    assert!(ghost.contains("failed") && ghost.contains("not found"), "{ghost}");
+    assert!(text.contains("5 ready, 0 skipped, 1 failed"), "{text}");
+
+    // The daemon itself starts with the rest.
+    let _d = w.start();
+    let plugins = w.berth_json(&["plugin", "ls", "--format", "json"]);
+    let plugins = plugins.as_array().unwrap();
+    assert_eq!(plugins.iter().filter(|p| p["status"] == "ready").count(), 5);
+    let ghost = plugins.iter().find(|p| p["name"] == "ghost").unwrap();
+    assert_eq!(ghost["status"], "failed");
+    assert!(ghost["reason"].as_str().unwrap().contains("libberth_ghost.so not found"), "{ghost}");
+    let table = w.berth_ok(&["plugin", "ls"]);
+    assert!(table.lines().any(|l| l.starts_with("ghost") && l.contains("failed")), "{table}");
+    let info = w.berth_json(&["info", "--format", "json"]);
+    assert_eq!(info["Berth"]["Plugins"]["Failed"], 1);
+    // And its volumes work.
+    assert_eq!(w.berth_ok(&["volume", "create", "still-fine"]).trim(), "still-fine");
+}

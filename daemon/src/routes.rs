@@ -1,0 +1,243 @@
+//! Request → typed command. Everything HTTP-shaped about a request (method,
+//! path, version prefix, query, body) is decided here; the handlers in
+//! [`crate::api`] only see a [`Command`].
+
+use berth_core::CreateVolume;
+use berth_plugin_api::ErrorKind;
+use hyper::Method;
+
+use crate::error::ApiError;
+
+/// One API request, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// `GET|HEAD /_ping`.
+    Ping {
+        /// HEAD: headers only.
+        head: bool,
+    },
+    /// `GET /version`.
+    Version,
+    /// `GET /info`.
+    Info,
+    /// `GET /plugins`.
+    PluginList,
+    /// `GET /plugins/{name}` or `/plugins/{name}/json`.
+    PluginInspect(String),
+    /// `GET /volumes`.
+    VolumeList,
+    /// `POST /volumes/create`.
+    VolumeCreate(CreateVolume),
+    /// `GET /volumes/{name}`.
+    VolumeInspect(String),
+    /// `DELETE /volumes/{name}?force=1`.
+    VolumeRemove {
+        /// The volume.
+        name: String,
+        /// Remove the record even when the driver refuses.
+        force: bool,
+    },
+}
+
+/// Strips an API version prefix (`/v1.47`, `/v1.24`, `/v2`) from `path`;
+/// answers the rest (starting with `/`) and the version when there was one.
+pub fn strip_version(path: &str) -> (&str, Option<&str>) {
+    let Some(rest) = path.strip_prefix("/v") else { return (path, None) };
+    let end = rest.find('/').unwrap_or(rest.len());
+    let version = &rest[..end];
+    let mut parts = version.splitn(2, '.');
+    let major_ok = parts.next().is_some_and(|m| !m.is_empty() && m.bytes().all(|b| b.is_ascii_digit()));
+    let minor_ok = parts.next().map_or(true, |m| !m.is_empty() && m.bytes().all(|b| b.is_ascii_digit()));
+    if major_ok && minor_ok {
+        let tail = &rest[end..];
+        (if tail.is_empty() { "/" } else { tail }, Some(version))
+    } else {
+        (path, None)
+    }
+}
+
+/// The value of query parameter `name`, if present (no percent-decoding:
+/// the parameters this API reads are plain words).
+fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
+    query?.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == name).then_some(v)
+    })
+}
+
+/// Parses a boolean query parameter the way Docker does (`1`, `true`,
+/// `0`, `false`, absent).
+fn query_bool(query: Option<&str>, name: &str) -> Result<bool, ApiError> {
+    match query_param(query, name) {
+        None | Some("") | Some("0") | Some("false") | Some("False") => Ok(false),
+        Some("1") | Some("true") | Some("True") => Ok(true),
+        Some(other) => Err(ApiError::new(
+            ErrorKind::InvalidArgument,
+            format!("query parameter {name}={other:?} is not a boolean: use 1, true, 0 or false"),
+        )),
+    }
+}
+
+/// Decodes a JSON request body into `T`, refusing malformed JSON and
+/// unknown fields with serde's message. An empty body is `{}`.
+fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let body = if body.iter().all(u8::is_ascii_whitespace) { b"{}".as_slice() } else { body };
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::new(ErrorKind::InvalidArgument, format!("invalid request body: {e}")))
+}
+
+/// Percent-decodes one path segment; a malformed escape or a result that
+/// is not UTF-8 is a 400.
+fn decode_segment(seg: &str) -> Result<std::borrow::Cow<'_, str>, ApiError> {
+    if !seg.contains('%') {
+        return Ok(seg.into());
+    }
+    let bad = || ApiError::new(ErrorKind::InvalidArgument, format!("malformed percent-encoding in {seg:?}"));
+    let mut out = Vec::with_capacity(seg.len());
+    let mut bytes = seg.bytes();
+    while let Some(b) = bytes.next() {
+        if b == b'%' {
+            let hex = [bytes.next().ok_or_else(bad)?, bytes.next().ok_or_else(bad)?];
+            let hex = std::str::from_utf8(&hex).map_err(|_| bad())?;
+            out.push(u8::from_str_radix(hex, 16).map_err(|_| bad())?);
+        } else {
+            out.push(b);
+        }
+    }
+    String::from_utf8(out).map(Into::into).map_err(|_| bad())
+}
+
+/// Parses one request into a [`Command`]: 404 for an unknown path, 405 for
+/// a known path asked with another method, 400 for a bad query or body.
+pub fn parse(method: &Method, path: &str, query: Option<&str>, body: &[u8]) -> Result<Command, ApiError> {
+    let (bare, _version) = strip_version(path);
+    let trimmed = bare.strip_suffix('/').filter(|t| !t.is_empty()).unwrap_or(bare);
+    let decoded =
+        trimmed.trim_start_matches('/').split('/').map(decode_segment).collect::<Result<Vec<_>, _>>()?;
+    let segments: Vec<&str> = decoded.iter().map(|s| s.as_ref()).collect();
+    let is = |m: &Method| method == m;
+    let not_allowed = |allow: &[&str]| Err(ApiError::method_not_allowed(method.as_str(), path, allow));
+    match segments.as_slice() {
+        ["_ping"] => match *method {
+            Method::GET => Ok(Command::Ping { head: false }),
+            Method::HEAD => Ok(Command::Ping { head: true }),
+            _ => not_allowed(&["GET", "HEAD"]),
+        },
+        ["version"] if is(&Method::GET) => Ok(Command::Version),
+        ["version"] => not_allowed(&["GET"]),
+        ["info"] if is(&Method::GET) => Ok(Command::Info),
+        ["info"] => not_allowed(&["GET"]),
+        ["plugins"] if is(&Method::GET) => Ok(Command::PluginList),
+        ["plugins"] => not_allowed(&["GET"]),
+        ["plugins", name] | ["plugins", name, "json"] if !name.is_empty() => {
+            if is(&Method::GET) {
+                Ok(Command::PluginInspect(name.to_string()))
+            } else {
+                not_allowed(&["GET"])
+            }
+        }
+        ["volumes"] if is(&Method::GET) => Ok(Command::VolumeList),
+        ["volumes"] => not_allowed(&["GET"]),
+        ["volumes", "create"] if is(&Method::POST) => Ok(Command::VolumeCreate(json_body(body)?)),
+        ["volumes", name] if !name.is_empty() => match *method {
+            Method::GET => Ok(Command::VolumeInspect(name.to_string())),
+            Method::DELETE => {
+                Ok(Command::VolumeRemove { name: name.to_string(), force: query_bool(query, "force")? })
+            }
+            _ if *name == "create" => not_allowed(&["POST", "GET", "DELETE"]),
+            _ => not_allowed(&["GET", "DELETE"]),
+        },
+        _ => Err(ApiError::new(ErrorKind::NotFound, format!("page not found: {method} {path}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hyper::StatusCode;
+
+    fn get(path: &str) -> Result<Command, ApiError> {
+        parse(&Method::GET, path, None, b"")
+    }
+
+    #[test]
+    fn version_prefixes_are_stripped() {
+        assert_eq!(strip_version("/v1.47/version"), ("/version", Some("1.47")));
+        assert_eq!(strip_version("/v1.24/volumes/x"), ("/volumes/x", Some("1.24")));
+        assert_eq!(strip_version("/v2/info"), ("/info", Some("2")));
+        assert_eq!(strip_version("/v1.47"), ("/", Some("1.47")));
+        assert_eq!(strip_version("/version"), ("/version", None));
+        assert_eq!(strip_version("/volumes"), ("/volumes", None));
+        assert_eq!(strip_version("/v1./info"), ("/v1./info", None));
+        assert_eq!(strip_version("/vx.1/info"), ("/vx.1/info", None));
+    }
+
+    #[test]
+    fn every_route_parses_with_and_without_a_prefix() {
+        for prefix in ["", "/v1.47", "/v1.12"] {
+            let p = |s: &str| format!("{prefix}{s}");
+            assert_eq!(get(&p("/_ping")).unwrap(), Command::Ping { head: false });
+            assert_eq!(parse(&Method::HEAD, &p("/_ping"), None, b"").unwrap(), Command::Ping { head: true });
+            assert_eq!(get(&p("/version")).unwrap(), Command::Version);
+            assert_eq!(get(&p("/info")).unwrap(), Command::Info);
+            assert_eq!(get(&p("/plugins")).unwrap(), Command::PluginList);
+            assert_eq!(get(&p("/plugins/vfs")).unwrap(), Command::PluginInspect("vfs".into()));
+            assert_eq!(get(&p("/plugins/vfs/json")).unwrap(), Command::PluginInspect("vfs".into()));
+            assert_eq!(get(&p("/volumes")).unwrap(), Command::VolumeList);
+            assert_eq!(get(&p("/volumes/")).unwrap(), Command::VolumeList);
+            assert_eq!(get(&p("/volumes/data")).unwrap(), Command::VolumeInspect("data".into()));
+            let create = parse(&Method::POST, &p("/volumes/create"), None, br#"{"Name":"a"}"#).unwrap();
+            assert_eq!(
+                create,
+                Command::VolumeCreate(CreateVolume { name: "a".into(), ..Default::default() })
+            );
+        }
+    }
+
+    #[test]
+    fn segments_are_percent_decoded() {
+        assert_eq!(get("/volumes/a%20b").unwrap(), Command::VolumeInspect("a b".into()));
+        assert_eq!(get("/volumes/a%2").unwrap_err().status, StatusCode::BAD_REQUEST);
+        assert_eq!(get("/volumes/%ff").unwrap_err().status, StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn remove_reads_force() {
+        let rm = |q| parse(&Method::DELETE, "/volumes/a", q, b"");
+        assert_eq!(rm(None).unwrap(), Command::VolumeRemove { name: "a".into(), force: false });
+        assert_eq!(rm(Some("force=1")).unwrap(), Command::VolumeRemove { name: "a".into(), force: true });
+        assert_eq!(
+            rm(Some("x=y&force=true")).unwrap(),
+            Command::VolumeRemove { name: "a".into(), force: true }
+        );
+        assert_eq!(rm(Some("force=0")).unwrap(), Command::VolumeRemove { name: "a".into(), force: false });
+        assert_eq!(rm(Some("force=maybe")).unwrap_err().status, StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn unknown_paths_are_404_and_wrong_methods_405() {
+        for path in ["/", "/containers/json", "/v1.47/nope", "/volumes/a/b", "/plugins/x/y"] {
+            let e = get(path).unwrap_err();
+            assert_eq!((e.status, e.kind), (StatusCode::NOT_FOUND, ErrorKind::NotFound), "{path}");
+        }
+        let e = parse(&Method::POST, "/version", None, b"").unwrap_err();
+        assert_eq!(e.status, StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(e.allow.as_deref(), Some("GET"));
+        let e = parse(&Method::PUT, "/volumes/x", None, b"").unwrap_err();
+        assert_eq!(e.allow.as_deref(), Some("GET, DELETE"));
+        let e = parse(&Method::DELETE, "/_ping", None, b"").unwrap_err();
+        assert_eq!(e.status, StatusCode::METHOD_NOT_ALLOWED);
+    }
+
+    #[test]
+    fn bodies_refuse_bad_json_and_unknown_fields_but_allow_empty() {
+        let post = |b: &[u8]| parse(&Method::POST, "/volumes/create", None, b);
+        let e = post(b"{not json").unwrap_err();
+        assert_eq!((e.status, e.kind), (StatusCode::BAD_REQUEST, ErrorKind::InvalidArgument));
+        assert!(e.message.contains("key must be a string"), "{}", e.message);
+        let e = post(br#"{"Name":"a","Colour":"red"}"#).unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert!(e.message.contains("unknown field `Colour`"), "{}", e.message);
+        assert_eq!(post(b"").unwrap(), Command::VolumeCreate(CreateVolume::default()));
+    }
+}
