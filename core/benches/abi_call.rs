@@ -5,6 +5,8 @@
 //!   vs the `.so` loaded by the daemon's loader vs the `.so` through the
 //!   daemon's call wrapper (deadline + worker + counters);
 //! * `vfs_metadata`: vfs `metadata` (no syscall, a small map answer);
+//! * `vfs_get_put`: vfs `get` + `put` of a read-only layer (a read-only
+//!   bind mount and its unmount): a method pair that does real work;
 //! * `trivial`: a method that does nothing (`capabilities` of a volume
 //!   driver): the pure cost of crossing.
 //!
@@ -22,8 +24,18 @@ use berth_plugin_api::storage::{CreateRequest, ExistsRequest, MetadataRequest};
 use berth_plugin_api::volume::*;
 use berth_plugin_api::{DriverResult, Init, InitRequest, StorageDriver, VolumeDriver};
 
+static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+
 fn main() {
     divan::main();
+    // The fixture lives in a static, which is never dropped: unmount and
+    // remove its layers here so a bench run leaves nothing behind.
+    if let Some(f) = FIXTURE.get() {
+        for d in [&f.linked, &f.so] {
+            let _ = d.cleanup(berth_plugin_api::storage::CleanupRequest::default());
+        }
+        let _ = std::fs::remove_dir_all(f._dir.path());
+    }
 }
 
 fn target_dir() -> PathBuf {
@@ -49,8 +61,7 @@ fn ready<T>(i: Init<T>) -> T {
 }
 
 fn fixture() -> &'static Fixture {
-    static F: OnceLock<Fixture> = OnceLock::new();
-    F.get_or_init(|| {
+    FIXTURE.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
         let init = |sub: &str| {
             let root = dir.path().join(sub);
@@ -64,6 +75,7 @@ fn fixture() -> &'static Fixture {
         let so = ready(lib.module.new_storage(&init("so")).unwrap());
         for d in [&linked, &so] {
             d.create_rw(CreateRequest::new("layer1", "")).unwrap();
+            d.create(CreateRequest::new("ro1", "")).unwrap();
         }
         let wrapped = Driver::new(
             so.clone(),
@@ -139,6 +151,30 @@ mod vfs_metadata {
     #[divan::bench]
     fn abi_so() -> usize {
         fixture().so.metadata(MetadataRequest::new(divan::black_box("layer1"))).unwrap().metadata.len()
+    }
+}
+
+/// A method pair that does real work: `get` of a read-only layer makes a
+/// read-only bind mount, `put` removes it (two mount syscalls and an
+/// umount each round).
+mod vfs_get_put {
+    use super::*;
+    use berth_plugin_api::storage::{GetRequest, PutRequest};
+
+    fn round(d: &Arc<dyn StorageDriver>) -> usize {
+        let path = d.get(GetRequest::new(divan::black_box("ro1"))).unwrap().path;
+        d.put(PutRequest::new("ro1")).unwrap();
+        path.len()
+    }
+
+    #[divan::bench]
+    fn dyn_linked() -> usize {
+        round(&fixture().linked)
+    }
+
+    #[divan::bench]
+    fn abi_so() -> usize {
+        round(&fixture().so)
     }
 }
 
