@@ -79,3 +79,52 @@ fn a_missing_shared_object_fails_only_its_plugin() {
     // And its volumes work.
     assert_eq!(w.berth_ok(&["volume", "create", "still-fine"]).trim(), "still-fine");
 }
+
+#[path = "../../plugin-api/tests/compat/fixtures.rs"]
+mod fixtures;
+
+#[test]
+fn incompatible_plugins_are_refused_in_one_line_and_the_daemon_starts_with_the_rest() {
+    let dir = fixtures::build();
+    let entry = |name: &str, file: &str| {
+        format!("\n[[plugin]]\nname = \"{name}\"\npath = \"{}\"\n", dir.join(file).display())
+    };
+    let extra = entry("bad", "libcompatbad.so")
+        + &entry("major2", "libcompat20.so")
+        + &entry("old", "libcompat10.so");
+    let w = World::new(&extra);
+
+    // --check-config already says it, and exits 3.
+    let out = check(&w.config, &[]);
+    assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
+
+    let _d = w.start();
+    let plugins = w.berth_json(&["plugin", "ls", "--format", "json"]);
+    let plugins = plugins.as_array().unwrap();
+    let by = |n: &str| plugins.iter().find(|p| p["name"] == n).unwrap_or_else(|| panic!("{n} not listed"));
+
+    let bad = by("bad");
+    assert_eq!(bad["status"], "failed", "{bad}");
+    let reason = bad["reason"].as_str().unwrap();
+    assert!(reason.lines().count() <= 2, "reason longer than two lines: {reason}");
+    assert!(reason.contains("incompatible interface"), "{reason}");
+    assert!(reason.contains("create") && reason.contains("u64"), "the mismatch is not named: {reason}");
+
+    let major2 = by("major2");
+    assert_eq!(major2["status"], "failed", "{major2}");
+    assert!(major2["reason"].as_str().unwrap().contains("2.0.0"), "{major2}");
+
+    // A plugin built against plugin-api 1.0 loads in this 1.1 daemon.
+    let old = by("old");
+    assert_eq!(old["status"], "ready", "{old}");
+    assert_eq!(old["compat"], "older_minor", "{old}");
+    assert_eq!(old["api_version"], "1.0.0", "{old}");
+    assert_eq!(w.berth_ok(&["volume", "create", "--driver", "old", "from-1-0"]).trim(), "from-1-0");
+
+    // The built-in plugins are all ready.
+    for name in ["vfs", "none", "host", "default", "local"] {
+        assert_eq!(by(name)["status"], "ready", "{name}");
+    }
+    let table = w.berth_ok(&["plugin", "ls"]);
+    assert!(table.lines().any(|l| l.starts_with("bad") && l.contains("failed")), "{table}");
+}
