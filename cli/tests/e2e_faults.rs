@@ -74,4 +74,16 @@ fn a_hanging_driver_times_out_while_other_requests_answer_promptly() {
     assert!(w.berth_ok(&["version"]).contains("Server: berth"));
     let p = w.berth_json(&["plugin", "inspect", "faulty"]);
     assert_eq!(p["drivers"][0]["metrics"]["timeouts"], 1, "{p}");
+
+    // The timed-out create stayed in the ledger: the next start rolls back
+    // whatever the driver may have finished after the deadline.
+    drop(_d);
+    let _d = w.start();
+    let info = w.berth_json(&["info", "--format", "json"]);
+    let resolved = info["Berth"]["Reconcile"]["Resolved"].as_array().cloned().unwrap_or_default();
+    assert!(
+        resolved.iter().any(|r| r.as_str().is_some_and(|r| r.contains("rolled back") && r.contains("hang1"))),
+        "{info}"
+    );
+    assert_eq!(w.volume_names(), ["keep1"]);
 }

@@ -171,7 +171,12 @@ impl VolumeService {
         let mut create = VolumeCreateRequest::new(&name);
         create.options = req.driver_opts.clone();
         if let Err(e) = driver.call("create", move |d| d.create(create)) {
-            self.store.abandon(seq)?;
+            if e.kind != ErrorKind::Timeout {
+                self.store.abandon(seq)?;
+            }
+            // A timed-out call may still finish inside the driver: its
+            // intent stays in the ledger so the next start rolls back
+            // whatever the driver made, and nothing is orphaned.
             return Err(e);
         }
         self.crash_point("volume.create:after-driver");
@@ -269,7 +274,11 @@ impl VolumeService {
                 tracing::warn!(volume = name, error = %e, "forced removal: driver error ignored")
             }
             Err(e) => {
-                self.store.abandon(seq)?;
+                // As for create: a timed-out remove stays in the ledger and
+                // is finished at the next start.
+                if e.kind != ErrorKind::Timeout {
+                    self.store.abandon(seq)?;
+                }
                 return Err(e);
             }
         }
