@@ -56,13 +56,13 @@ struct Args {
     /// Output of --check-config.
     #[arg(long, value_enum, default_value = "text", requires = "check_config")]
     format: check::Format,
-    /// Persistent state directory (overrides [daemon] root).
+    /// Persistent state directory (overrides `[daemon] root`).
     #[arg(long, value_name = "DIR")]
     root: Option<PathBuf>,
-    /// Runtime state directory (overrides [daemon] exec_root).
+    /// Runtime state directory (overrides `[daemon] exec_root`).
     #[arg(long, value_name = "DIR")]
     exec_root: Option<PathBuf>,
-    /// API socket path (overrides [daemon] socket).
+    /// API socket path (overrides `[daemon] socket`).
     #[arg(long, value_name = "PATH")]
     socket: Option<PathBuf>,
     /// Log filter: error, warn, info, debug, trace, or a tracing directive

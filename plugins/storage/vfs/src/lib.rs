@@ -4,7 +4,7 @@
 //! Linux host has, which makes it the reference storage driver and the
 //! fallback when no union file system is available. It is slow and uses
 //! space freely: creating a layer copies its parent's whole tree (see
-//! [`copy`](crate::copy) for what is preserved and in which order).
+//! `copy.rs` for what is preserved and in which order).
 //!
 //! * A read-write layer ([`StorageDriver::create_rw`]) is its directory;
 //!   `get` returns that directory.
