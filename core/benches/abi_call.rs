@@ -49,6 +49,7 @@ struct Fixture {
     linked: Arc<dyn StorageDriver>,
     so: Arc<dyn StorageDriver>,
     wrapped: Driver<dyn StorageDriver>,
+    wrapped_linked: Driver<dyn StorageDriver>,
     trivial_linked: Arc<dyn VolumeDriver>,
     trivial_so: Arc<dyn VolumeDriver>,
 }
@@ -77,17 +78,28 @@ fn fixture() -> &'static Fixture {
             d.create_rw(CreateRequest::new("layer1", "")).unwrap();
             d.create(CreateRequest::new("ro1", "")).unwrap();
         }
-        let wrapped = Driver::new(
-            so.clone(),
-            "vfs",
-            Kind::Storage,
-            Duration::from_secs(30),
-            Arc::new(Metrics::default()),
-        );
+        let wrap = |d: &Arc<dyn StorageDriver>| {
+            Driver::new(
+                d.clone(),
+                "vfs",
+                Kind::Storage,
+                Duration::from_secs(30),
+                Arc::new(Metrics::default()),
+            )
+        };
+        let (wrapped, wrapped_linked) = (wrap(&so), wrap(&linked));
         let faulty = load_library(&target_dir().join("libberth_fixture_faulty.so"))
             .unwrap_or_else(|e| panic!("{e}: build the release plugins first"));
         let trivial_so = ready(faulty.module.new_volume(&init("faulty")).unwrap());
-        Fixture { _dir: dir, linked, so, wrapped, trivial_linked: Arc::new(Trivial), trivial_so }
+        Fixture {
+            _dir: dir,
+            linked,
+            so,
+            wrapped,
+            wrapped_linked,
+            trivial_linked: Arc::new(Trivial),
+            trivial_so,
+        }
     })
 }
 
@@ -137,6 +149,13 @@ mod vfs_exists {
     #[divan::bench]
     fn abi_so_call_wrapper() -> bool {
         fixture().wrapped.call("exists", |d| d.exists(ExistsRequest::new("layer1"))).unwrap()
+    }
+
+    /// The same wrapper around the linked driver: what the daemon would pay
+    /// without the ABI.
+    #[divan::bench]
+    fn dyn_linked_call_wrapper() -> bool {
+        fixture().wrapped_linked.call("exists", |d| d.exists(ExistsRequest::new("layer1"))).unwrap()
     }
 }
 

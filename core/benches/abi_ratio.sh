@@ -26,7 +26,7 @@ for g in sorted({g for g, _ in med}):
     d, a = med.get((g, "dyn_linked")), med.get((g, "abi_so"))
     if d and a:
         print(f"{g:14} dyn {d:10.1f} ns   abi {a:10.1f} ns   overhead {a-d:8.1f} ns   ratio {a/d:6.2f}x")
-    w = med.get((g, "abi_so_call_wrapper"))
-    if w:
-        print(f"{g:14} through the daemon's call wrapper (deadline, worker, counters): {w:10.1f} ns")
+    w, wl = med.get((g, "abi_so_call_wrapper")), med.get((g, "dyn_linked_call_wrapper"))
+    if w and wl:
+        print(f"{g:14} as the daemon calls it (deadline, worker, counters): dyn {wl:10.1f} ns   abi {w:10.1f} ns   ratio {w/wl:6.2f}x")
 PY
