@@ -128,3 +128,30 @@ fn incompatible_plugins_are_refused_in_one_line_and_the_daemon_starts_with_the_r
     let table = w.berth_ok(&["plugin", "ls"]);
     assert!(table.lines().any(|l| l.starts_with("bad") && l.contains("failed")), "{table}");
 }
+
+#[test]
+fn a_driver_that_declines_is_listed_as_skipped_with_its_reason() {
+    let reason = "needs the acme kernel module, which this kernel lacks";
+    let w = World::new(&format!(
+        "\n[[plugin]]\nname = \"acme\"\npath = \"libberth_fixture_faulty.so\"\noptions = {{ skip = \"{reason}\" }}\n"
+    ));
+    // Skipped is not a failure: --check-config exits 0.
+    let out = check(&w.config, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.lines().any(|l| l.starts_with("acme ") && l.contains("skipped")), "{text}");
+
+    let _d = w.start();
+    let plugins = w.berth_json(&["plugin", "ls", "--format", "json"]);
+    let acme = plugins.as_array().unwrap().iter().find(|p| p["name"] == "acme").unwrap().clone();
+    assert_eq!(acme["status"], "skipped", "{acme}");
+    assert_eq!(acme["reason"], reason, "{acme}");
+    assert_eq!(acme["drivers"][0]["status"], "skipped", "{acme}");
+    let out = w.berth(&["volume", "create", "--driver", "acme", "v1"]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("skipped on this host") && err.contains(reason) && err.contains("(unavailable)"),
+        "{err}"
+    );
+}
