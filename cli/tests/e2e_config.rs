@@ -155,3 +155,21 @@ fn a_driver_that_declines_is_listed_as_skipped_with_its_reason() {
         "{err}"
     );
 }
+
+#[test]
+fn a_constructor_that_hangs_fails_its_plugin_and_the_daemon_starts_anyway() {
+    let w = World::new(
+        "\n[[plugin]]\nname = \"stuck\"\npath = \"libberth_fixture_faulty.so\"\ntimeout = \"1s\"\noptions = { hang = true }\n",
+    );
+    let t = std::time::Instant::now();
+    let _d = w.start();
+    assert!(t.elapsed() < std::time::Duration::from_secs(10), "start took {:?}", t.elapsed());
+    let plugins = w.berth_json(&["plugin", "ls", "--format", "json"]);
+    let plugins = plugins.as_array().unwrap();
+    let stuck = plugins.iter().find(|p| p["name"] == "stuck").unwrap();
+    assert_eq!(stuck["status"], "failed", "{stuck}");
+    let reason = stuck["reason"].as_str().unwrap();
+    assert!(reason.contains("did not construct its volume driver within 1s"), "{reason}");
+    assert_eq!(plugins.iter().filter(|p| p["status"] == "ready").count(), 5);
+    assert_eq!(w.berth_ok(&["volume", "create", "fine"]).trim(), "fine");
+}

@@ -150,30 +150,21 @@ impl<T: ?Sized + Send + Sync + 'static> Driver<T> {
         let span = tracing::debug_span!("driver_call", driver = %self.name, kind = %self.kind, method);
         let _enter = span.enter();
         let start = Instant::now();
-        let (tx, rx) = mpsc::sync_channel(1);
         let inner = Arc::clone(&self.inner);
         let metrics = Arc::clone(&self.metrics);
-        workers().run(Box::new(move || {
-            let out = catch_unwind(AssertUnwindSafe(|| f(&inner)));
-            let out =
-                out.unwrap_or_else(|_| Err(DriverError::internal(format!("driver panicked in {method}"))));
-            if tx.send(out).is_err() {
-                // The caller gave up: this call outlived its deadline.
-                metrics.hung.fetch_sub(1, Ordering::Relaxed);
-            }
-        }));
-        let out = match wait_answer(&rx, deadline) {
-            Ok(out) => out,
-            Err(mpsc::RecvTimeoutError::Timeout) => {
+        let late = move || {
+            // The caller gave up: this call outlived its deadline.
+            metrics.hung.fetch_sub(1, Ordering::Relaxed);
+        };
+        let out = match on_worker(method.to_string(), deadline, move || f(&inner), late) {
+            Waited::Answer(out) => out,
+            Waited::Late => {
                 self.metrics.timeouts.fetch_add(1, Ordering::Relaxed);
                 self.metrics.hung.fetch_add(1, Ordering::Relaxed);
                 Err(DriverError::timeout(format!(
                     "{} driver {:?} did not answer {method} within {deadline:?}",
                     self.kind, self.name
                 )))
-            }
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
-                Err(DriverError::internal(format!("worker for {method} vanished without an answer")))
             }
         };
         let ok = out.is_ok();
@@ -189,6 +180,51 @@ impl<T: ?Sized + Send + Sync + 'static> Driver<T> {
                 e.context(format!("{} driver {:?}", self.kind, self.name))
             }
         })
+    }
+}
+
+/// What waiting for work handed to a worker gave.
+pub enum Waited<R> {
+    /// The work answered in time (a panic in it is an internal error).
+    Answer(DriverResult<R>),
+    /// The deadline passed; the work goes on in the background and
+    /// `on_late` runs if it ever finishes.
+    Late,
+}
+
+impl<R> std::fmt::Debug for Waited<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Waited::Answer(_) => "Answer",
+            Waited::Late => "Late",
+        })
+    }
+}
+
+/// Runs `f` on the worker pool and waits at most `deadline` for it (`what`
+/// names the work in a panic's error): the
+/// one place where in-process driver code runs under a deadline (driver
+/// calls, and driver construction at start-up).
+pub fn on_worker<R: Send + 'static>(
+    what: String,
+    deadline: Duration,
+    f: impl FnOnce() -> DriverResult<R> + Send + 'static,
+    on_late: impl FnOnce() + Send + 'static,
+) -> Waited<R> {
+    let (tx, rx) = mpsc::sync_channel(1);
+    workers().run(Box::new(move || {
+        let out = catch_unwind(AssertUnwindSafe(f))
+            .unwrap_or_else(|_| Err(DriverError::internal(format!("driver panicked in {what}"))));
+        if tx.send(out).is_err() {
+            on_late();
+        }
+    }));
+    match wait_answer(&rx, deadline) {
+        Ok(out) => Waited::Answer(out),
+        Err(mpsc::RecvTimeoutError::Timeout) => Waited::Late,
+        Err(mpsc::RecvTimeoutError::Disconnected) => {
+            Waited::Answer(Err(DriverError::internal("a worker vanished without an answer")))
+        }
     }
 }
 

@@ -14,7 +14,7 @@ use berth_plugin_api::{
 };
 use serde::Serialize;
 
-use crate::call::{Driver, Metrics, MetricsSnapshot};
+use crate::call::{on_worker, Driver, Metrics, MetricsSnapshot, Waited};
 use crate::config::{parse_duration, Config, PluginConfig};
 use crate::loader::{load_library, Compat};
 
@@ -426,22 +426,34 @@ fn construct(
     }
     let mut init = InitRequest::new(&p.name, root.display().to_string(), run_root.display().to_string());
     init.options = config.driver_options(p, kind);
-    let m = Arc::clone(metrics);
-    let made = match kind {
-        Kind::Storage => module
-            .new_storage(&init)
-            .map(|i| i.map(|d| AnyDriver::Storage(Driver::new(d, &p.name, kind, timeout, m)))),
-        Kind::Network => module
-            .new_network(&init)
-            .map(|i| i.map(|d| AnyDriver::Network(Driver::new(d, &p.name, kind, timeout, m)))),
-        Kind::Ipam => module
-            .new_ipam(&init)
-            .map(|i| i.map(|d| AnyDriver::Ipam(Driver::new(d, &p.name, kind, timeout, m)))),
-        Kind::Volume => module
-            .new_volume(&init)
-            .map(|i| i.map(|d| AnyDriver::Volume(Driver::new(d, &p.name, kind, timeout, m)))),
-    }
-    .map_err(RegistryErrorOr::Driver)?;
+    // Construction runs under the plugin's deadline too: a constructor that
+    // hangs costs one parked worker and a failed driver, not the daemon.
+    let (module, name, m) = (*module, p.name.clone(), Arc::clone(metrics));
+    let build = move || -> DriverResult<Init<AnyDriver>> {
+        Ok(match kind {
+            Kind::Storage => module
+                .new_storage(&init)?
+                .map(|d| AnyDriver::Storage(Driver::new(d, &name, kind, timeout, m))),
+            Kind::Network => module
+                .new_network(&init)?
+                .map(|d| AnyDriver::Network(Driver::new(d, &name, kind, timeout, m))),
+            Kind::Ipam => {
+                module.new_ipam(&init)?.map(|d| AnyDriver::Ipam(Driver::new(d, &name, kind, timeout, m)))
+            }
+            Kind::Volume => {
+                module.new_volume(&init)?.map(|d| AnyDriver::Volume(Driver::new(d, &name, kind, timeout, m)))
+            }
+        })
+    };
+    let made = match on_worker(format!("new {kind} driver"), timeout, build, || {}) {
+        Waited::Answer(made) => made.map_err(RegistryErrorOr::Driver)?,
+        Waited::Late => {
+            return Err(RegistryErrorOr::Driver(DriverError::timeout(format!(
+                "plugin {:?} did not construct its {kind} driver within {timeout:?}",
+                p.name
+            ))))
+        }
+    };
     Ok(match made {
         Init::Ready(d) => (State::Ready, Some(d)),
         Init::Skipped(reason) => (State::Skipped(reason), None),
