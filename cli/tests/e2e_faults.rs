@@ -87,3 +87,37 @@ fn a_hanging_driver_times_out_while_other_requests_answer_promptly() {
     );
     assert_eq!(w.volume_names(), ["keep1"]);
 }
+
+#[test]
+fn concurrent_creates_of_one_name_on_two_drivers_never_both_win() {
+    let w = World::new(FAULTY);
+    let _d = w.start();
+    for round in 0..3 {
+        let name = format!("dup{round}");
+        let threads: Vec<_> = (0..6)
+            .map(|i| {
+                let (host, name) = (w.host(), name.clone());
+                let driver = if i % 2 == 0 { "local" } else { "faulty" };
+                std::thread::spawn(move || {
+                    let out = common::berth(&host, &["volume", "create", "--driver", driver, &name]);
+                    (driver, out)
+                })
+            })
+            .collect();
+        let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        let winners: std::collections::BTreeSet<&str> =
+            results.iter().filter(|(_, o)| o.status.success()).map(|(d, _)| *d).collect();
+        assert_eq!(winners.len(), 1, "both drivers won {name}: {results:?}");
+        for (driver, out) in &results {
+            if !out.status.success() {
+                let err = String::from_utf8_lossy(&out.stderr);
+                assert!(
+                    err.contains("already exists with driver") && err.contains("(conflict)"),
+                    "{driver}: {err}"
+                );
+            }
+        }
+        let vol = w.berth_json(&["volume", "inspect", &name]);
+        assert_eq!(vol[0]["Driver"], *winners.iter().next().unwrap());
+    }
+}

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use berth_plugin_api::util::rfc3339;
 
+use crate::locks::NameLocks;
 use crate::registry::Registry;
 use crate::store::{now_secs, Change, Intent, Store};
 
@@ -106,6 +107,7 @@ pub struct VolumeService {
     store: Arc<Store>,
     default_driver: String,
     crash_at: Option<String>,
+    names: Arc<NameLocks>,
 }
 
 fn key(name: &str) -> String {
@@ -130,7 +132,7 @@ impl VolumeService {
         default_driver: String,
         crash_at: Option<String>,
     ) -> Self {
-        VolumeService { registry, store, default_driver, crash_at }
+        VolumeService { registry, store, default_driver, crash_at, names: Arc::default() }
     }
 
     fn crash_point(&self, point: &str) {
@@ -149,6 +151,9 @@ impl VolumeService {
             )));
         }
         let driver_name = if req.driver.is_empty() { self.default_driver.clone() } else { req.driver };
+        // One operation per name at a time: two creates of one name on two
+        // drivers must not both succeed.
+        let _name = self.names.lock(&name);
         if let Some(existing) = self.store.get::<VolumeRecord>(&key(&name))? {
             if existing.driver != driver_name {
                 return Err(DriverError::conflict(format!(
@@ -247,6 +252,7 @@ impl VolumeService {
     /// Removes a volume. With `force`, the daemon's record goes even when
     /// the driver refuses or is gone.
     pub fn remove(&self, name: &str, force: bool) -> DriverResult<()> {
+        let _name = self.names.lock(name);
         let record = self.store.get::<VolumeRecord>(&key(name))?;
         let Some(record) = record else {
             if force {
