@@ -22,9 +22,12 @@ use berth_core::{load_library, Driver, Kind, Metrics};
 use berth_plugin_api::network::Scope;
 use berth_plugin_api::storage::{CreateRequest, ExistsRequest, MetadataRequest};
 use berth_plugin_api::volume::*;
-use berth_plugin_api::{DriverResult, Init, InitRequest, StorageDriver, VolumeDriver};
+use berth_plugin_api::{Init, InitRequest, StorageDriver, VolumeDriver};
 
 static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+
+mod common;
+use common::Trivial;
 
 fn main() {
     divan::main();
@@ -101,36 +104,6 @@ fn fixture() -> &'static Fixture {
             trivial_so,
         }
     })
-}
-
-/// A volume driver whose `capabilities` does nothing, like the fixture's.
-struct Trivial;
-
-impl VolumeDriver for Trivial {
-    fn create(&self, _: VolumeCreateRequest) -> DriverResult<()> {
-        Ok(())
-    }
-    fn remove(&self, _: VolumeRemoveRequest) -> DriverResult<()> {
-        Ok(())
-    }
-    fn mount(&self, _: VolumeMountRequest) -> DriverResult<VolumeMountResponse> {
-        Ok(VolumeMountResponse::default())
-    }
-    fn unmount(&self, _: VolumeUnmountRequest) -> DriverResult<()> {
-        Ok(())
-    }
-    fn path(&self, _: VolumePathRequest) -> DriverResult<VolumePathResponse> {
-        Ok(VolumePathResponse::default())
-    }
-    fn get(&self, _: VolumeGetRequest) -> DriverResult<VolumeInfo> {
-        Ok(VolumeInfo::default())
-    }
-    fn list(&self, _: VolumeListRequest) -> DriverResult<Vec<VolumeInfo>> {
-        Ok(Vec::new())
-    }
-    fn capabilities(&self, _: VolumeCapabilitiesRequest) -> DriverResult<VolumeCapabilities> {
-        Ok(VolumeCapabilities::new(Scope::Local))
-    }
 }
 
 mod vfs_exists {

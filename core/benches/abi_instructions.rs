@@ -13,7 +13,7 @@ use berth_core::load_library;
 use berth_plugin_api::network::Scope;
 use berth_plugin_api::storage::{CleanupRequest, CreateRequest, ExistsRequest, MetadataRequest};
 use berth_plugin_api::volume::*;
-use berth_plugin_api::{DriverResult, Init, InitRequest, StorageDriver, VolumeDriver};
+use berth_plugin_api::{Init, InitRequest, StorageDriver, VolumeDriver};
 
 fn ready<T>(i: Init<T>) -> T {
     match i {
@@ -22,35 +22,8 @@ fn ready<T>(i: Init<T>) -> T {
     }
 }
 
-/// A volume driver whose `capabilities` does nothing.
-struct Trivial;
-
-impl VolumeDriver for Trivial {
-    fn create(&self, _: VolumeCreateRequest) -> DriverResult<()> {
-        Ok(())
-    }
-    fn remove(&self, _: VolumeRemoveRequest) -> DriverResult<()> {
-        Ok(())
-    }
-    fn mount(&self, _: VolumeMountRequest) -> DriverResult<VolumeMountResponse> {
-        Ok(VolumeMountResponse::default())
-    }
-    fn unmount(&self, _: VolumeUnmountRequest) -> DriverResult<()> {
-        Ok(())
-    }
-    fn path(&self, _: VolumePathRequest) -> DriverResult<VolumePathResponse> {
-        Ok(VolumePathResponse::default())
-    }
-    fn get(&self, _: VolumeGetRequest) -> DriverResult<VolumeInfo> {
-        Ok(VolumeInfo::default())
-    }
-    fn list(&self, _: VolumeListRequest) -> DriverResult<Vec<VolumeInfo>> {
-        Ok(Vec::new())
-    }
-    fn capabilities(&self, _: VolumeCapabilitiesRequest) -> DriverResult<VolumeCapabilities> {
-        Ok(VolumeCapabilities::new(Scope::Local))
-    }
-}
+mod common;
+use common::Trivial;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
