@@ -130,3 +130,64 @@ impl Volumes {
         ok(json!({ "Scope": "local" }))
     }
 }
+
+/// The `FfiVolume` methods every fixture forwards to [`Volumes`] unchanged
+/// (all but `create`, whose signature the bad fixture changes). Expands
+/// inside `impl FfiVolume for Driver` where `Driver(Volumes)`.
+#[macro_export]
+macro_rules! forward_volume_methods {
+    () => {
+        fn remove(&self, req: RStr<'_>) -> FfiResult {
+            self.0.remove(req.as_str())
+        }
+        fn mount(&self, req: RStr<'_>) -> FfiResult {
+            self.0.mount(req.as_str())
+        }
+        fn unmount(&self, req: RStr<'_>) -> FfiResult {
+            self.0.unmount(req.as_str())
+        }
+        fn path(&self, req: RStr<'_>) -> FfiResult {
+            self.0.path(req.as_str())
+        }
+        fn get(&self, req: RStr<'_>) -> FfiResult {
+            self.0.get(req.as_str())
+        }
+        fn list(&self, req: RStr<'_>) -> FfiResult {
+            self.0.list(req.as_str())
+        }
+        fn capabilities(&self, req: RStr<'_>) -> FfiResult {
+            self.0.capabilities(req.as_str())
+        }
+    };
+}
+
+/// `manifest`, `unsupported`, `new_volume` and `describe` for a fixture
+/// that provides only a volume driver `Driver(Volumes)`, named `$name`.
+#[macro_export]
+macro_rules! volume_only_exports {
+    ($name:literal) => {
+        extern "C" fn manifest() -> FfiManifest {
+            FfiManifest {
+                name: RString::from($name),
+                version: RString::from(env!("CARGO_PKG_VERSION")),
+                kinds: RVec::from(vec![FfiKind::Volume]),
+            }
+        }
+
+        extern "C" fn unsupported<T>(_req: RStr<'_>) -> RResult<FfiInit<T>, FfiError> {
+            RResult::RErr(FfiError {
+                kind: ErrorKind::Unsupported,
+                message: RString::from(concat!($name, " provides only a volume driver")),
+            })
+        }
+
+        extern "C" fn new_volume(_req: RStr<'_>) -> RResult<FfiInit<FfiVolumeBox>, FfiError> {
+            let driver = FfiVolume_TO::from_value(Driver(volume::Volumes::default()), TD_Opaque);
+            RResult::ROk(FfiInit { driver: ROption::RSome(driver), skipped: RString::new() })
+        }
+
+        extern "C" fn describe() -> RString {
+            RString::from(r#"{"description":"compat fixture"}"#)
+        }
+    };
+}

@@ -11,6 +11,7 @@ use abi_stable::std_types::{ROption, RResult, RStr, RString, RVec};
 use berth_plugin_api::ffi::abi::*;
 
 #[path = "../../shared/volume.rs"]
+#[macro_use]
 mod volume;
 
 struct Driver(volume::Volumes);
@@ -19,27 +20,7 @@ impl FfiVolume for Driver {
     fn create(&self, req: RStr<'_>) -> FfiResult {
         self.0.create(req.as_str())
     }
-    fn remove(&self, req: RStr<'_>) -> FfiResult {
-        self.0.remove(req.as_str())
-    }
-    fn mount(&self, req: RStr<'_>) -> FfiResult {
-        self.0.mount(req.as_str())
-    }
-    fn unmount(&self, req: RStr<'_>) -> FfiResult {
-        self.0.unmount(req.as_str())
-    }
-    fn path(&self, req: RStr<'_>) -> FfiResult {
-        self.0.path(req.as_str())
-    }
-    fn get(&self, req: RStr<'_>) -> FfiResult {
-        self.0.get(req.as_str())
-    }
-    fn list(&self, req: RStr<'_>) -> FfiResult {
-        self.0.list(req.as_str())
-    }
-    fn capabilities(&self, req: RStr<'_>) -> FfiResult {
-        self.0.capabilities(req.as_str())
-    }
+    forward_volume_methods!();
 }
 
 /// A do-nothing network driver: its 1.0 vtable lacks `gw_alloc_check`, so

@@ -10,6 +10,7 @@ use abi_stable::std_types::{ROption, RResult, RStr, RString, RVec};
 use berth_plugin_api::ffi::abi::*;
 
 #[path = "../../shared/volume.rs"]
+#[macro_use]
 mod volume;
 
 struct Driver(volume::Volumes);
@@ -18,52 +19,10 @@ impl FfiVolume for Driver {
     fn create(&self, req: RStr<'_>) -> FfiResult {
         self.0.create(req.as_str())
     }
-    fn remove(&self, req: RStr<'_>) -> FfiResult {
-        self.0.remove(req.as_str())
-    }
-    fn mount(&self, req: RStr<'_>) -> FfiResult {
-        self.0.mount(req.as_str())
-    }
-    fn unmount(&self, req: RStr<'_>) -> FfiResult {
-        self.0.unmount(req.as_str())
-    }
-    fn path(&self, req: RStr<'_>) -> FfiResult {
-        self.0.path(req.as_str())
-    }
-    fn get(&self, req: RStr<'_>) -> FfiResult {
-        self.0.get(req.as_str())
-    }
-    fn list(&self, req: RStr<'_>) -> FfiResult {
-        self.0.list(req.as_str())
-    }
-    fn capabilities(&self, req: RStr<'_>) -> FfiResult {
-        self.0.capabilities(req.as_str())
-    }
+    forward_volume_methods!();
 }
 
-extern "C" fn manifest() -> FfiManifest {
-    FfiManifest {
-        name: RString::from("compat20"),
-        version: RString::from(env!("CARGO_PKG_VERSION")),
-        kinds: RVec::from(vec![FfiKind::Volume]),
-    }
-}
-
-extern "C" fn unsupported<T>(_req: RStr<'_>) -> RResult<FfiInit<T>, FfiError> {
-    RResult::RErr(FfiError {
-        kind: ErrorKind::Unsupported,
-        message: RString::from("compat20 provides only a volume driver"),
-    })
-}
-
-extern "C" fn new_volume(_req: RStr<'_>) -> RResult<FfiInit<FfiVolumeBox>, FfiError> {
-    let driver = FfiVolume_TO::from_value(Driver(volume::Volumes::default()), TD_Opaque);
-    RResult::ROk(FfiInit { driver: ROption::RSome(driver), skipped: RString::new() })
-}
-
-extern "C" fn describe() -> RString {
-    RString::from(r#"{"description":"compat fixture"}"#)
-}
+volume_only_exports!("compat20");
 
 /// The root module abi_stable looks for.
 #[export_root_module]
