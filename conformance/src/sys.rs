@@ -1,5 +1,5 @@
-//! The few host facts and effects the runner needs: mounts (from
-//! `/proc/self/mountinfo`), unmounting, the kernel release, file digests.
+//! The few host facts and effects the runner needs: mounts under a case
+//! root, unmounting, the kernel release, file digests.
 
 use std::ffi::{CStr, CString};
 use std::io::Read;
@@ -10,37 +10,11 @@ use sha2::{Digest, Sha256};
 
 /// Mount points at or below `dir`, deepest first.
 pub fn mounts_under(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo")?;
-    let mut found: Vec<PathBuf> = parse_mountinfo(&text).into_iter().filter(|m| m.starts_with(dir)).collect();
+    let mut found: Vec<PathBuf> =
+        berth_plugin_api::util::mounts::mount_points()?.into_iter().filter(|m| m.starts_with(dir)).collect();
     found.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().len()));
     found.dedup();
     Ok(found)
-}
-
-/// The mount points listed in a `mountinfo` text (field 5, octal escapes
-/// such as `\040` decoded).
-pub fn parse_mountinfo(text: &str) -> Vec<PathBuf> {
-    text.lines()
-        .filter_map(|line| line.split(' ').nth(4))
-        .map(|field| PathBuf::from(unescape(field)))
-        .collect()
-}
-
-fn unescape(field: &str) -> std::ffi::OsString {
-    let b = field.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
-            let v = (b[i + 1] - b'0') as u32 * 64 + (b[i + 2] - b'0') as u32 * 8 + (b[i + 3] - b'0') as u32;
-            out.push(v as u8);
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    std::os::unix::ffi::OsStringExt::from_vec(out)
 }
 
 /// Detaches the mount at `path` (`umount2(MNT_DETACH)`).
@@ -105,13 +79,6 @@ pub fn iso8601(secs: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn mountinfo_fields_are_decoded() {
-        let text = "36 35 98:0 /mnt1 /mnt/a\\040b rw,noatime master:1 - ext3 /dev/root rw\n\
-                    37 35 98:0 / /tmp/x rw - tmpfs tmpfs rw\n";
-        assert_eq!(parse_mountinfo(text), [PathBuf::from("/mnt/a b"), PathBuf::from("/tmp/x")]);
-    }
 
     #[test]
     fn dates_are_civil() {

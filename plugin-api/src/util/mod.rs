@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crate::{DriverError, DriverResult};
 
+pub mod mounts;
 pub mod time;
 pub use time::{is_rfc3339, rfc3339};
 

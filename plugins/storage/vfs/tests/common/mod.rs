@@ -140,29 +140,7 @@ pub fn expect_err<T>(res: DriverResult<T>, kind: ErrorKind) -> DriverError {
 
 /// Mount points strictly below `dir`, from /proc/self/mountinfo.
 pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
-    let table = fs::read("/proc/self/mountinfo").unwrap();
-    table
-        .split(|b| *b == b'\n')
-        .filter_map(|line| line.split(|b| *b == b' ').nth(4))
-        .map(|f| PathBuf::from(OsString::from_vec(unescape(f))))
-        .filter(|m| m != dir && m.starts_with(dir))
-        .collect()
-}
-
-fn unescape(f: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < f.len() {
-        let octal = f.get(i + 1..i + 4).filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
-        if let (b'\\', Some(d)) = (f[i], octal) {
-            out.push(d.iter().fold(0u8, |a, c| a.wrapping_mul(8) + (c - b'0')));
-            i += 4;
-        } else {
-            out.push(f[i]);
-            i += 1;
-        }
-    }
-    out
+    berth_plugin_api::util::mounts::mounts_under(dir).unwrap()
 }
 
 /// One entry of the flat-directory oracle: everything a copy must keep,
