@@ -39,8 +39,9 @@ pub struct CreateVolume {
     pub labels: BTreeMap<String, String>,
 }
 
-/// The daemon's record of a volume.
+/// The daemon's record of a volume, stored as the Docker API shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
 pub struct VolumeRecord {
     /// Its name.
     pub name: String,
@@ -56,37 +57,20 @@ pub struct VolumeRecord {
     pub options: BTreeMap<String, String>,
 }
 
-/// A volume as the Docker API shows it.
+/// A volume as the Docker API shows it: the record and its scope.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "PascalCase")]
 pub struct Volume {
-    /// Its name.
-    pub name: String,
-    /// The driver holding it.
-    pub driver: String,
-    /// Host path of its data.
-    pub mountpoint: String,
-    /// RFC 3339 creation time.
-    pub created_at: String,
-    /// User labels.
-    pub labels: BTreeMap<String, String>,
-    /// Driver options.
-    pub options: BTreeMap<String, String>,
+    /// What the daemon keeps.
+    #[serde(flatten)]
+    pub record: VolumeRecord,
     /// `local` or `global`.
+    #[serde(rename = "Scope")]
     pub scope: String,
 }
 
 impl From<VolumeRecord> for Volume {
-    fn from(r: VolumeRecord) -> Self {
-        Volume {
-            name: r.name,
-            driver: r.driver,
-            mountpoint: r.mountpoint,
-            created_at: r.created_at,
-            labels: r.labels,
-            options: r.options,
-            scope: "local".into(),
-        }
+    fn from(record: VolumeRecord) -> Self {
+        Volume { record, scope: "local".into() }
     }
 }
 
@@ -232,14 +216,15 @@ impl VolumeService {
             match driver.call("list", |d| d.list(VolumeListRequest::default())) {
                 Ok(vols) => {
                     for v in vols {
-                        by_name.entry(v.name.clone()).or_insert_with(|| Volume {
-                            name: v.name,
-                            driver: driver_name.clone(),
-                            mountpoint: v.mountpoint,
-                            created_at: v.created_at.unwrap_or_default(),
-                            labels: BTreeMap::new(),
-                            options: BTreeMap::new(),
-                            scope: "local".into(),
+                        by_name.entry(v.name.clone()).or_insert_with(|| {
+                            Volume::from(VolumeRecord {
+                                name: v.name,
+                                driver: driver_name.clone(),
+                                mountpoint: v.mountpoint,
+                                created_at: v.created_at.unwrap_or_default(),
+                                labels: BTreeMap::new(),
+                                options: BTreeMap::new(),
+                            })
                         });
                     }
                 }

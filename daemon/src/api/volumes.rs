@@ -22,7 +22,7 @@ pub async fn create(state: &Arc<AppState>, req: CreateVolume) -> Result<Reply, A
     let vol = blocking(state, move |e| e.volumes().create(req)).await.inspect_err(|e| {
         tracing::warn!(volume = %name, driver = %driver, kind = %e.kind, "volume create failed: {}", e.message)
     })?;
-    tracing::info!(volume = %vol.name, driver = %vol.driver, "volume created");
+    tracing::info!(volume = %vol.record.name, driver = %vol.record.driver, "volume created");
     Ok(json(StatusCode::CREATED, &vol))
 }
 
