@@ -120,17 +120,6 @@ impl<T: ?Sized + Send + Sync + 'static> Driver<T> {
         &self.metrics
     }
 
-    /// The deadline of each call.
-    pub fn timeout(&self) -> Duration {
-        self.timeout
-    }
-
-    /// The bare trait object, for callers that run their own wrapper
-    /// (benchmarks, the conformance suite).
-    pub fn raw(&self) -> &Arc<T> {
-        &self.inner
-    }
-
     /// Calls `method` with the driver's deadline.
     pub fn call<R: Send + 'static>(
         &self,

@@ -26,7 +26,7 @@ use abi_stable::abi_stability::abi_checking::{
     check_layout_compatibility, AbiInstability, AbiInstabilityErrors,
 };
 use abi_stable::library::{lib_header_from_path, LibHeader, LibraryError};
-use abi_stable::type_layout::{TLFieldOrFunction, TypeLayout};
+use abi_stable::type_layout::TLFieldOrFunction;
 use abi_stable::StableAbi;
 use berth_plugin_api::ffi::{PluginModRef, PluginModule};
 use berth_plugin_api::Manifest;
@@ -264,11 +264,6 @@ fn describe(e: &AbiInstability) -> String {
             s
         }
     }
-}
-
-/// The layout of the root module this daemon expects (for diagnostics).
-pub fn host_layout() -> &'static TypeLayout {
-    <PluginModRef as StableAbi>::LAYOUT
 }
 
 #[cfg(test)]
