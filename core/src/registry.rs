@@ -392,21 +392,12 @@ fn load_plugin(config: &Config, p: &PluginConfig) -> Result<PluginEntry, Registr
     entry.describe = lib.module.describe();
     for kind in lib.manifest.kinds.clone() {
         let metrics = Arc::new(Metrics::default());
-        let (state, driver) = match construct(config, p, &lib.module, kind, timeout, &metrics) {
-            Ok(v) => v,
-            Err(RegistryErrorOr::Fatal(e)) => return Err(e),
-            Err(RegistryErrorOr::Driver(e)) => (State::Failed(format!("{}: {}", e.kind, e.message)), None),
-        };
+        let (state, driver) = construct(config, p, &lib.module, kind, timeout, &metrics)?;
         entry.drivers.push(DriverEntry { kind, state, driver, metrics });
     }
     entry.manifest = Some(lib.manifest);
     entry.load_time = start.elapsed();
     Ok(entry)
-}
-
-enum RegistryErrorOr {
-    Fatal(RegistryError),
-    Driver(DriverError),
 }
 
 fn construct(
@@ -416,13 +407,12 @@ fn construct(
     kind: Kind,
     timeout: Duration,
     metrics: &Arc<Metrics>,
-) -> Result<(State, Option<AnyDriver>), RegistryErrorOr> {
+) -> Result<(State, Option<AnyDriver>), RegistryError> {
     let root = config.daemon.root.join(kind.as_str()).join(&p.name);
     let run_root = config.daemon.exec_root.join(kind.as_str()).join(&p.name);
     for dir in [&root, &run_root] {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            RegistryErrorOr::Fatal(RegistryError::Dir { path: dir.clone(), message: e.to_string() })
-        })?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| RegistryError::Dir { path: dir.clone(), message: e.to_string() })?;
     }
     let mut init = InitRequest::new(&p.name, root.display().to_string(), run_root.display().to_string());
     init.options = config.driver_options(p, kind);
@@ -446,17 +436,17 @@ fn construct(
         })
     };
     let made = match on_worker(format!("new {kind} driver"), timeout, build, || {}) {
-        Waited::Answer(made) => made.map_err(RegistryErrorOr::Driver)?,
-        Waited::Late => {
-            return Err(RegistryErrorOr::Driver(DriverError::timeout(format!(
-                "plugin {:?} did not construct its {kind} driver within {timeout:?}",
-                p.name
-            ))))
-        }
+        Waited::Answer(made) => made,
+        Waited::Late => Err(DriverError::timeout(format!(
+            "plugin {:?} did not construct its {kind} driver within {timeout:?}",
+            p.name
+        ))),
     };
+    // A driver that fails is kept, with its error, as a failed entry.
     Ok(match made {
-        Init::Ready(d) => (State::Ready, Some(d)),
-        Init::Skipped(reason) => (State::Skipped(reason), None),
+        Ok(Init::Ready(d)) => (State::Ready, Some(d)),
+        Ok(Init::Skipped(reason)) => (State::Skipped(reason), None),
+        Err(e) => (State::Failed(format!("{}: {}", e.kind, e.message)), None),
     })
 }
 
