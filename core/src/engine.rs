@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::config::Config;
 use crate::registry::{PluginView, Registry, State};
 use crate::store::Store;
-use crate::volumes::{VolumeService, OP_CREATE, OP_REMOVE};
+use crate::volumes::VolumeService;
 
 /// What reconcile did at start-up.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -85,11 +85,11 @@ impl Engine {
             Arc::new(Registry::build(&config).map_err(|e| DriverError::invalid_argument(e.to_string()))?);
         let crash_at = std::env::var("BERTH_CRASH_AT").ok().filter(|s| !s.is_empty());
         let volumes = VolumeService::new(
-            Arc::clone(&registry),
+            Arc::clone(&registry) as Arc<dyn crate::volumes::VolumeDrivers>,
             Arc::clone(&store),
             config.volume.default.clone(),
             crash_at,
-        );
+        )?;
         let mut engine = Engine {
             config,
             registry,
@@ -107,7 +107,7 @@ impl Engine {
         let mut report = ReconcileReport::default();
         for (seq, intent) in self.store.pending()? {
             let outcome = match intent.op.as_str() {
-                OP_CREATE | OP_REMOVE => self.volumes.reconcile(seq, &intent),
+                op if op.starts_with("volume.") => self.volumes.reconcile(seq, &intent),
                 other => Err(DriverError::internal(format!("unknown operation {other:?}"))),
             };
             match outcome {
@@ -181,7 +181,7 @@ impl Engine {
             root: self.config.daemon.root.clone(),
             exec_root: self.config.daemon.exec_root.clone(),
             config_source: self.config.source.clone(),
-            volumes: self.store.list::<serde_json::Value>("volume/").map(|v| v.len()).unwrap_or(0),
+            volumes: self.volumes.count(),
             reconcile: self.reconcile.clone(),
             startup_us: self.startup.as_micros() as u64,
         }

@@ -16,6 +16,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 
 use berth_plugin_api::{DriverError, DriverResult};
 use redb::{Database, ReadableTable, TableDefinition};
@@ -55,16 +56,41 @@ pub enum Change {
 }
 
 /// The state store.
+///
+/// Writes are **group-committed**: [`Store::intent`] and [`Store::finish`]
+/// hand their change to one committer thread, which applies everything
+/// queued meanwhile in a single durable transaction and then wakes every
+/// caller. A caller returns only once its change is on disk; concurrent
+/// callers share one fsync instead of queueing behind each other's.
 pub struct Store {
-    db: Database,
+    db: Arc<Database>,
     path: PathBuf,
     next_seq: AtomicU64,
+    queue: Arc<Queue>,
+    committer: Option<std::thread::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store").field("path", &self.path).finish()
     }
+}
+
+/// One write a caller waits for.
+enum Write {
+    Intent(u64, String),
+    Finish(u64, Vec<(String, Option<String>)>),
+}
+
+struct Job {
+    write: Write,
+    done: std::sync::mpsc::SyncSender<Result<(), String>>,
+}
+
+#[derive(Default)]
+struct Queue {
+    jobs: Mutex<(Vec<Job>, bool)>,
+    ready: Condvar,
 }
 
 impl Store {
@@ -80,18 +106,28 @@ impl Store {
                 path.display()
             ))
         })?;
-        let store = Store { db, path, next_seq: AtomicU64::new(1) };
+        let err = |what: &str, e: &dyn std::fmt::Display| {
+            DriverError::internal(format!("state store {}: {what}: {e}", path.display()))
+        };
         // Make sure both tables exist, and find the next ledger sequence.
-        let tx = store.db.begin_write().map_err(|e| store.err("begin", e))?;
+        let tx = db.begin_write().map_err(|e| err("begin", &e))?;
         let last = {
-            tx.open_table(OBJECTS).map_err(|e| store.err("open objects", e))?;
-            let ledger = tx.open_table(LEDGER).map_err(|e| store.err("open ledger", e))?;
-            let last = ledger.last().map_err(|e| store.err("read ledger", e))?;
+            tx.open_table(OBJECTS).map_err(|e| err("open objects", &e))?;
+            let ledger = tx.open_table(LEDGER).map_err(|e| err("open ledger", &e))?;
+            let last = ledger.last().map_err(|e| err("read ledger", &e))?;
             last.map(|(k, _)| k.value()).unwrap_or(0)
         };
-        tx.commit().map_err(|e| store.err("commit", e))?;
-        store.next_seq.store(last + 1, Ordering::SeqCst);
-        Ok(store)
+        tx.commit().map_err(|e| err("commit", &e))?;
+        let db = Arc::new(db);
+        let queue = Arc::new(Queue::default());
+        let committer = {
+            let (db, queue) = (Arc::clone(&db), Arc::clone(&queue));
+            std::thread::Builder::new()
+                .name("berth-store".into())
+                .spawn(move || commit_loop(&db, &queue))
+                .map_err(|e| DriverError::io("start the state store's committer thread", &e))?
+        };
+        Ok(Store { db, path, next_seq: AtomicU64::new(last + 1), queue, committer: Some(committer) })
     }
 
     /// The store's file.
@@ -103,39 +139,40 @@ impl Store {
         DriverError::internal(format!("state store {}: {what}: {e}", self.path.display()))
     }
 
+    /// Queues `write` for the committer and waits until it is durable.
+    fn submit(&self, write: Write) -> DriverResult<()> {
+        let (done, wait) = std::sync::mpsc::sync_channel(1);
+        {
+            let mut q = self.queue.jobs.lock().unwrap_or_else(|p| p.into_inner());
+            q.0.push(Job { write, done });
+        }
+        self.queue.ready.notify_one();
+        match wait.recv() {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(self.err("commit", e)),
+            Err(_) => Err(self.err("commit", "the committer thread is gone")),
+        }
+    }
+
     /// Durably records `intent`; answers its sequence number.
     pub fn intent(&self, intent: &Intent) -> DriverResult<u64> {
         let seq = self.next_seq.fetch_add(1, Ordering::SeqCst);
         let json = serde_json::to_string(intent).map_err(|e| self.err("encode intent", e))?;
-        let tx = self.db.begin_write().map_err(|e| self.err("begin", e))?;
-        {
-            let mut t = tx.open_table(LEDGER).map_err(|e| self.err("open ledger", e))?;
-            t.insert(seq, json.as_str()).map_err(|e| self.err("record intent", e))?;
-        }
-        tx.commit().map_err(|e| self.err("commit intent", e))?;
+        self.submit(Write::Intent(seq, json))?;
         Ok(seq)
     }
 
     /// Marks intent `seq` done and applies `changes`, atomically.
     pub fn finish(&self, seq: u64, changes: &[Change]) -> DriverResult<()> {
-        let tx = self.db.begin_write().map_err(|e| self.err("begin", e))?;
-        {
-            let mut ledger = tx.open_table(LEDGER).map_err(|e| self.err("open ledger", e))?;
-            ledger.remove(seq).map_err(|e| self.err("finish intent", e))?;
-            let mut objects = tx.open_table(OBJECTS).map_err(|e| self.err("open objects", e))?;
-            for c in changes {
-                match c {
-                    Change::Put(k, v) => {
-                        let json = serde_json::to_string(v).map_err(|e| self.err("encode object", e))?;
-                        objects.insert(k.as_str(), json.as_str()).map_err(|e| self.err("store object", e))?;
-                    }
-                    Change::Delete(k) => {
-                        objects.remove(k.as_str()).map_err(|e| self.err("delete object", e))?;
-                    }
-                }
-            }
-        }
-        tx.commit().map_err(|e| self.err("commit", e))
+        let encoded = changes
+            .iter()
+            .map(|c| match c {
+                Change::Put(k, v) => serde_json::to_string(v).map(|j| (k.clone(), Some(j))),
+                Change::Delete(k) => Ok((k.clone(), None)),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.err("encode object", e))?;
+        self.submit(Write::Finish(seq, encoded))
     }
 
     /// Drops intent `seq` without changing any object (the call failed or
@@ -184,6 +221,72 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        {
+            let mut q = self.queue.jobs.lock().unwrap_or_else(|p| p.into_inner());
+            q.1 = true;
+        }
+        self.queue.ready.notify_one();
+        if let Some(t) = self.committer.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The committer: takes everything queued, applies it in one transaction,
+/// commits durably, answers every caller; until the store is dropped and
+/// the queue is empty.
+fn commit_loop(db: &Database, queue: &Queue) {
+    loop {
+        let jobs = {
+            let mut q = queue.jobs.lock().unwrap_or_else(|p| p.into_inner());
+            while q.0.is_empty() && !q.1 {
+                q = queue.ready.wait(q).unwrap_or_else(|p| p.into_inner());
+            }
+            if q.0.is_empty() {
+                return;
+            }
+            std::mem::take(&mut q.0)
+        };
+        let result = apply(db, &jobs);
+        for job in jobs {
+            let _ = job.done.send(result.clone());
+        }
+    }
+}
+
+fn apply(db: &Database, jobs: &[Job]) -> Result<(), String> {
+    apply_tx(db, jobs).map_err(|e| e.to_string())
+}
+
+fn apply_tx(db: &Database, jobs: &[Job]) -> Result<(), Box<redb::Error>> {
+    let tx = db.begin_write().map_err(|e| Box::new(e.into()))?;
+    {
+        let mut ledger = tx.open_table(LEDGER).map_err(|e| Box::new(e.into()))?;
+        let mut objects = tx.open_table(OBJECTS).map_err(|e| Box::new(e.into()))?;
+        for job in jobs {
+            match &job.write {
+                Write::Intent(seq, json) => {
+                    ledger.insert(*seq, json.as_str()).map_err(|e| Box::new(e.into()))?;
+                }
+                Write::Finish(seq, changes) => {
+                    ledger.remove(*seq).map_err(|e| Box::new(e.into()))?;
+                    for (key, value) in changes {
+                        match value {
+                            Some(json) => objects.insert(key.as_str(), json.as_str()),
+                            None => objects.remove(key.as_str()),
+                        }
+                        .map_err(|e| Box::new(e.into()))?;
+                    }
+                }
+            }
+        }
+    }
+    tx.commit().map_err(|e| Box::new(e.into()))?;
+    Ok(())
 }
 
 /// Seconds since the epoch.
@@ -240,6 +343,33 @@ mod tests {
         let keys: Vec<String> =
             store.list::<String>("volume/").unwrap().into_iter().map(|(k, _)| k).collect();
         assert_eq!(keys, ["volume/a", "volume/b"]);
+    }
+
+    #[test]
+    fn concurrent_writers_all_land_and_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Arc::new(Store::open(dir.path()).unwrap());
+            let threads: Vec<_> = (0..8)
+                .map(|t| {
+                    let store = Arc::clone(&store);
+                    std::thread::spawn(move || {
+                        for i in 0..50 {
+                            let key = format!("volume/{t}-{i}");
+                            let seq = store.intent(&intent("volume.create", &key)).unwrap();
+                            store.finish(seq, &[Change::Put(key, serde_json::json!(i))]).unwrap();
+                        }
+                    })
+                })
+                .collect();
+            for t in threads {
+                t.join().unwrap();
+            }
+            assert!(store.pending().unwrap().is_empty());
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.list::<u32>("volume/").unwrap().len(), 400);
+        assert_eq!(store.get::<u32>("volume/7-49").unwrap(), Some(49));
     }
 
     #[test]

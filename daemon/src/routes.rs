@@ -2,7 +2,8 @@
 //! path, version prefix, query, body) is decided here; the handlers in
 //! [`crate::api`] only see a [`Command`].
 
-use berth_core::CreateVolume;
+use berth_core::volumes::{LIST_FILTERS, PRUNE_FILTERS};
+use berth_core::{CreateVolume, Filters, MountVolume};
 use berth_plugin_api::ErrorKind;
 use hyper::Method;
 
@@ -24,12 +25,28 @@ pub enum Command {
     PluginList,
     /// `GET /plugins/{name}` or `/plugins/{name}/json`.
     PluginInspect(String),
-    /// `GET /volumes`.
-    VolumeList,
+    /// `GET /volumes?filters=`.
+    VolumeList(Filters),
     /// `POST /volumes/create`.
     VolumeCreate(CreateVolume),
     /// `GET /volumes/{name}`.
     VolumeInspect(String),
+    /// `POST /volumes/prune?filters=`.
+    VolumePrune {
+        /// `label`, `label!`, `all`.
+        filters: Filters,
+        /// Without `all`, spare named volumes (API 1.42 and later).
+        anonymous_only: bool,
+    },
+    /// `POST /volumes/{name}/mount` (berth): take one mount reference.
+    VolumeMount(MountVolume),
+    /// `POST /volumes/{name}/unmount` (berth): release one.
+    VolumeUnmount {
+        /// The volume.
+        name: String,
+        /// The reference's id.
+        id: String,
+    },
     /// `DELETE /volumes/{name}?force=1`.
     VolumeRemove {
         /// The volume.
@@ -56,19 +73,38 @@ pub fn strip_version(path: &str) -> (&str, Option<&str>) {
     }
 }
 
-/// The value of query parameter `name`, if present (no percent-decoding:
-/// the parameters this API reads are plain words).
-fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
-    query?.split('&').find_map(|pair| {
+/// The value of query parameter `name`, if present, percent-decoded
+/// (`+` is a space, as in HTML forms).
+fn query_param(query: Option<&str>, name: &str) -> Result<Option<String>, ApiError> {
+    let Some(query) = query else { return Ok(None) };
+    for pair in query.split('&') {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (k == name).then_some(v)
-    })
+        if k == name {
+            return decode_segment(&v.replace('+', " ")).map(|v| Some(v.into_owned()));
+        }
+    }
+    Ok(None)
+}
+
+/// The `filters` parameter, checked against the names `accepted`.
+fn query_filters(query: Option<&str>, accepted: &[&str]) -> Result<Filters, ApiError> {
+    let raw = query_param(query, "filters")?.unwrap_or_default();
+    Filters::parse(&raw, accepted).map_err(ApiError::from)
+}
+
+/// Whether API `version` (the path prefix; none = the current one) is at
+/// least `major.minor`.
+fn at_least(version: Option<&str>, major: u32, minor: u32) -> bool {
+    let Some(v) = version else { return true };
+    let mut parts = v.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let (ma, mi) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (ma, mi) >= (major, minor)
 }
 
 /// Parses a boolean query parameter the way Docker does (`1`, `true`,
 /// `0`, `false`, absent).
 fn query_bool(query: Option<&str>, name: &str) -> Result<bool, ApiError> {
-    match query_param(query, name) {
+    match query_param(query, name)?.as_deref() {
         None | Some("") | Some("0") | Some("false") | Some("False") => Ok(false),
         Some("1") | Some("true") | Some("True") => Ok(true),
         Some(other) => Err(ApiError::new(
@@ -110,7 +146,7 @@ fn decode_segment(seg: &str) -> Result<std::borrow::Cow<'_, str>, ApiError> {
 /// Parses one request into a [`Command`]: 404 for an unknown path, 405 for
 /// a known path asked with another method, 400 for a bad query or body.
 pub fn parse(method: &Method, path: &str, query: Option<&str>, body: &[u8]) -> Result<Command, ApiError> {
-    let (bare, _version) = strip_version(path);
+    let (bare, version) = strip_version(path);
     let trimmed = bare.strip_suffix('/').filter(|t| !t.is_empty()).unwrap_or(bare);
     let decoded =
         trimmed.trim_start_matches('/').split('/').map(decode_segment).collect::<Result<Vec<_>, _>>()?;
@@ -136,15 +172,40 @@ pub fn parse(method: &Method, path: &str, query: Option<&str>, body: &[u8]) -> R
                 not_allowed(&["GET"])
             }
         }
-        ["volumes"] if is(&Method::GET) => Ok(Command::VolumeList),
+        ["volumes"] if is(&Method::GET) => Ok(Command::VolumeList(query_filters(query, LIST_FILTERS)?)),
         ["volumes"] => not_allowed(&["GET"]),
         ["volumes", "create"] if is(&Method::POST) => Ok(Command::VolumeCreate(json_body(body)?)),
+        ["volumes", "prune"] if is(&Method::POST) => Ok(Command::VolumePrune {
+            filters: query_filters(query, PRUNE_FILTERS)?,
+            anonymous_only: at_least(version, 1, 42),
+        }),
+        ["volumes", name, "mount"] if !name.is_empty() => {
+            if !is(&Method::POST) {
+                return not_allowed(&["POST"]);
+            }
+            let mut req: MountVolume = json_body(body)?;
+            req.name = name.to_string();
+            Ok(Command::VolumeMount(req))
+        }
+        ["volumes", name, "unmount"] if !name.is_empty() => {
+            if !is(&Method::POST) {
+                return not_allowed(&["POST"]);
+            }
+            #[derive(serde::Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct Unmount {
+                #[serde(rename = "ID")]
+                id: String,
+            }
+            let req: Unmount = json_body(body)?;
+            Ok(Command::VolumeUnmount { name: name.to_string(), id: req.id })
+        }
         ["volumes", name] if !name.is_empty() => match *method {
             Method::GET => Ok(Command::VolumeInspect(name.to_string())),
             Method::DELETE => {
                 Ok(Command::VolumeRemove { name: name.to_string(), force: query_bool(query, "force")? })
             }
-            _ if *name == "create" => not_allowed(&["POST", "GET", "DELETE"]),
+            _ if *name == "create" || *name == "prune" => not_allowed(&["POST", "GET", "DELETE"]),
             _ => not_allowed(&["GET", "DELETE"]),
         },
         _ => Err(ApiError::new(ErrorKind::NotFound, format!("page not found: {method} {path}"))),
@@ -183,8 +244,8 @@ mod tests {
             assert_eq!(get(&p("/plugins")).unwrap(), Command::PluginList);
             assert_eq!(get(&p("/plugins/vfs")).unwrap(), Command::PluginInspect("vfs".into()));
             assert_eq!(get(&p("/plugins/vfs/json")).unwrap(), Command::PluginInspect("vfs".into()));
-            assert_eq!(get(&p("/volumes")).unwrap(), Command::VolumeList);
-            assert_eq!(get(&p("/volumes/")).unwrap(), Command::VolumeList);
+            assert_eq!(get(&p("/volumes")).unwrap(), Command::VolumeList(Filters::none()));
+            assert_eq!(get(&p("/volumes/")).unwrap(), Command::VolumeList(Filters::none()));
             assert_eq!(get(&p("/volumes/data")).unwrap(), Command::VolumeInspect("data".into()));
             let create = parse(&Method::POST, &p("/volumes/create"), None, br#"{"Name":"a"}"#).unwrap();
             assert_eq!(
@@ -202,6 +263,50 @@ mod tests {
     }
 
     #[test]
+    fn filters_are_percent_decoded_and_checked() {
+        let q = "filters=%7B%22label%22%3A%7B%22a%3Db%22%3Atrue%7D%7D";
+        let Command::VolumeList(f) = parse(&Method::GET, "/volumes", Some(q), b"").unwrap() else {
+            panic!("not a list")
+        };
+        assert_eq!(f.values("label").collect::<Vec<_>>(), ["a=b"]);
+        let e = parse(&Method::GET, "/volumes", Some("filters=%7B%22size%22%3A%5B%221%22%5D%7D"), b"")
+            .unwrap_err();
+        assert_eq!((e.status, e.kind), (StatusCode::BAD_REQUEST, ErrorKind::InvalidArgument));
+        assert!(e.message.contains("invalid filter 'size'"), "{}", e.message);
+        let e = parse(&Method::GET, "/volumes", Some("filters=%7Bnot"), b"").unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn prune_spares_named_volumes_from_api_1_42() {
+        let prune = |path: &str| match parse(&Method::POST, path, None, b"").unwrap() {
+            Command::VolumePrune { anonymous_only, .. } => anonymous_only,
+            other => panic!("{other:?}"),
+        };
+        assert!(!prune("/v1.41/volumes/prune"));
+        assert!(prune("/v1.42/volumes/prune"));
+        assert!(prune("/volumes/prune"));
+        let e = parse(&Method::PUT, "/volumes/prune", None, b"").unwrap_err();
+        assert_eq!(e.status, StatusCode::METHOD_NOT_ALLOWED);
+    }
+
+    #[test]
+    fn mount_and_unmount_take_json_bodies() {
+        let m = parse(&Method::POST, "/volumes/v/mount", None, br#"{"User":"cli"}"#).unwrap();
+        assert_eq!(m, Command::VolumeMount(MountVolume::new("v", "cli")));
+        let u = parse(&Method::POST, "/volumes/v/unmount", None, br#"{"ID":"abc"}"#).unwrap();
+        assert_eq!(u, Command::VolumeUnmount { name: "v".into(), id: "abc".into() });
+        assert_eq!(
+            parse(&Method::POST, "/volumes/v/unmount", None, b"{}").unwrap_err().status,
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            parse(&Method::GET, "/volumes/v/mount", None, b"").unwrap_err().status,
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+    }
+
+    #[test]
     fn remove_reads_force() {
         let rm = |q| parse(&Method::DELETE, "/volumes/a", q, b"");
         assert_eq!(rm(None).unwrap(), Command::VolumeRemove { name: "a".into(), force: false });
@@ -216,7 +321,7 @@ mod tests {
 
     #[test]
     fn unknown_paths_are_404_and_wrong_methods_405() {
-        for path in ["/", "/containers/json", "/v1.47/nope", "/volumes/a/b", "/plugins/x/y"] {
+        for path in ["/", "/containers/json", "/v1.47/nope", "/volumes/a/b/c", "/plugins/x/y"] {
             let e = get(path).unwrap_err();
             assert_eq!((e.status, e.kind), (StatusCode::NOT_FOUND, ErrorKind::NotFound), "{path}");
         }

@@ -54,7 +54,12 @@ pub async fn execute(state: &Arc<AppState>, cmd: Command) -> Result<Reply, ApiEr
         }
         Command::PluginList => plugins::list(state).await,
         Command::PluginInspect(name) => plugins::inspect(state, name).await,
-        Command::VolumeList => volumes::list(state).await,
+        Command::VolumeList(filters) => volumes::list(state, filters).await,
+        Command::VolumePrune { filters, anonymous_only } => {
+            volumes::prune(state, filters, anonymous_only).await
+        }
+        Command::VolumeMount(req) => volumes::mount(state, req).await,
+        Command::VolumeUnmount { name, id } => volumes::unmount(state, name, id).await,
         Command::VolumeCreate(req) => volumes::create(state, req).await,
         Command::VolumeInspect(name) => volumes::inspect(state, name).await,
         Command::VolumeRemove { name, force } => volumes::remove(state, name, force).await,

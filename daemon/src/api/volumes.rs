@@ -1,18 +1,41 @@
 //! `GET /volumes`, `POST /volumes/create`, `GET /volumes/{name}`,
-//! `DELETE /volumes/{name}`, in Docker's shapes.
+//! `DELETE /volumes/{name}`, `POST /volumes/prune`, in Docker's shapes;
+//! and berth's own `POST /volumes/{name}/mount|unmount`.
 
 use std::sync::Arc;
 
-use berth_core::CreateVolume;
+use berth_core::{CreateVolume, Filters, MountVolume};
 use hyper::StatusCode;
 
 use super::{blocking, empty, json, AppState, Reply};
 use crate::error::ApiError;
 
 /// `{"Volumes": [...], "Warnings": [...]}`.
-pub async fn list(state: &Arc<AppState>) -> Result<Reply, ApiError> {
-    let list = blocking(state, |e| e.volumes().list()).await?;
+pub async fn list(state: &Arc<AppState>, filters: Filters) -> Result<Reply, ApiError> {
+    let list = blocking(state, move |e| e.volumes().list(&filters)).await?;
     Ok(json(StatusCode::OK, &list))
+}
+
+/// `{"VolumesDeleted": [...], "SpaceReclaimed": N}`.
+pub async fn prune(state: &Arc<AppState>, filters: Filters, anonymous_only: bool) -> Result<Reply, ApiError> {
+    let report = blocking(state, move |e| e.volumes().prune(&filters, anonymous_only)).await?;
+    tracing::info!(removed = report.volumes_deleted.len(), bytes = report.space_reclaimed, "volumes pruned");
+    Ok(json(StatusCode::OK, &report))
+}
+
+/// Takes one mount reference: 201 with `{Name, ID, Mountpoint, User, CreatedAt}`.
+pub async fn mount(state: &Arc<AppState>, req: MountVolume) -> Result<Reply, ApiError> {
+    let r = blocking(state, move |e| e.volumes().mount(req)).await?;
+    tracing::info!(volume = %r.name, id = %r.id, "volume mounted");
+    Ok(json(StatusCode::CREATED, &r))
+}
+
+/// Releases one mount reference: 204.
+pub async fn unmount(state: &Arc<AppState>, name: String, id: String) -> Result<Reply, ApiError> {
+    let (n, i) = (name.clone(), id.clone());
+    blocking(state, move |e| e.volumes().unmount(&n, &i)).await?;
+    tracing::info!(volume = %name, id = %id, "volume unmounted");
+    Ok(empty(StatusCode::NO_CONTENT))
 }
 
 /// Creates a volume: 201 with the volume.
