@@ -76,6 +76,11 @@ pub trait VolumeMounter {
     /// (called for each already-mounted volume when a later mount in the
     /// same list fails, so nothing leaks).
     fn unmount_volume(&self, name: &str, mount_id: &str) -> DriverResult<()>;
+
+    /// Removes anonymous volume `name`, made by `mount_volume` for a mount
+    /// list that then failed (after its reference was released), so a
+    /// failed resolve leaves no new volume behind.
+    fn discard_volume(&self, name: &str) -> DriverResult<()>;
 }
 
 /// A volume reference taken by [`resolve`], to give back with
@@ -174,12 +179,20 @@ pub fn resolve(mounts: &[MountSpec], mounter: &dyn VolumeMounter, mount_id: &str
             Ok(mount) => staged.push((depth(&spec.clean_target()), mount)),
             Err(err) => {
                 let err = err.context(spec.describe());
-                return Err(match resolved.release(mounter) {
-                    Ok(()) => err,
-                    Err(cleanup) => DriverError::new(
+                let mut cleanup: Vec<String> =
+                    resolved.release(mounter).err().into_iter().map(|e| e.message).collect();
+                for v in resolved.volumes.iter().filter(|v| v.anonymous) {
+                    if let Err(e) = mounter.discard_volume(&v.name) {
+                        cleanup.push(format!("remove anonymous volume {:?}: {}", v.name, e.message));
+                    }
+                }
+                return Err(if cleanup.is_empty() {
+                    err
+                } else {
+                    DriverError::new(
                         err.kind,
-                        format!("{}; rollback also failed: {}", err.message, cleanup.message),
-                    ),
+                        format!("{}; rollback also failed: {}", err.message, cleanup.join("; ")),
+                    )
                 });
             }
         }
@@ -373,6 +386,11 @@ mod tests {
             if self.fail_unmount == Some(name) {
                 return Err(DriverError::internal(format!("volume {name:?} is stuck")));
             }
+            Ok(())
+        }
+
+        fn discard_volume(&self, name: &str) -> DriverResult<()> {
+            self.calls.borrow_mut().push(format!("discard {name}"));
             Ok(())
         }
     }
@@ -598,7 +616,15 @@ mod tests {
         assert!(err.message.contains("is down"), "{}", err.message);
         assert_eq!(
             m.calls(),
-            ["mount a c1", "mount anon1 c1", "mount bad c1", "unmount anon1 c1", "unmount a c1"]
+            [
+                "mount a c1",
+                "mount anon1 c1",
+                "mount bad c1",
+                "unmount anon1 c1",
+                "unmount a c1",
+                "discard anon1"
+            ],
+            "every reference released, then the anonymous volume made for the list removed"
         );
     }
 

@@ -25,6 +25,7 @@
 //! and `volref/<name>/<id>`; an in-memory index mirrors them so reads never
 //! touch the disk.
 
+mod mounter;
 mod prune;
 mod reconcile;
 mod refs;

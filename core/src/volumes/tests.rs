@@ -351,3 +351,56 @@ fn volume_names_follow_dockers_rule() {
     assert!(!valid_volume_name("a/b"));
     assert!(!valid_volume_name("../etc"));
 }
+
+#[test]
+fn container_mount_specs_resolve_through_the_service_and_release_their_references() {
+    use crate::mountspec::{parse_mount, parse_tmpfs, parse_volume, resolve};
+    let w = World::new();
+    let svc = w.service();
+    create(&svc, "named", "").unwrap();
+    let specs = vec![
+        parse_volume("named:/data:ro").unwrap(),
+        parse_volume("/cache").unwrap(),
+        parse_mount("type=volume,source=fresh,target=/fresh,volume-driver=b").unwrap(),
+        parse_tmpfs("/tmp:size=1m").unwrap(),
+    ];
+    let resolved = resolve(&specs, &svc, "c0ffee").unwrap();
+    let targets: Vec<String> =
+        resolved.mounts.iter().map(|m| m.destination().to_string_lossy().into_owned()).collect();
+    assert_eq!(targets, ["/data", "/cache", "/fresh", "/tmp"]);
+    let data = &resolved.mounts[0];
+    assert_eq!(data.source().as_ref().unwrap().to_str().unwrap(), "/mnt/named");
+    assert!(data.options().as_ref().unwrap().contains(&"ro".to_string()), "{data:?}");
+    assert_eq!(svc.refs("named").unwrap().keys().collect::<Vec<_>>(), ["c0ffee"]);
+    assert_eq!(svc.inspect("fresh").unwrap().record.driver, "b", "created on the requested driver");
+    let anon = resolved.volumes.iter().find(|v| v.anonymous).unwrap().name.clone();
+    assert!(svc.inspect(&anon).unwrap().record.labels.contains_key(ANONYMOUS_LABEL));
+
+    resolved.release(&svc).unwrap();
+    for name in ["named", "fresh", anon.as_str()] {
+        assert_eq!(svc.inspect(name).unwrap().usage.ref_count, 0, "{name}");
+    }
+    let report = svc.prune(&Filters::none(), true).unwrap();
+    assert_eq!(report.volumes_deleted, [anon], "the anonymous volume is what prune takes");
+}
+
+#[test]
+fn a_failed_mount_list_leaves_no_reference_and_no_new_anonymous_volume() {
+    use crate::mountspec::{parse_volume, resolve};
+    let w = World::new();
+    let svc = w.service();
+    create(&svc, "ok", "").unwrap();
+    create(&svc, "broken", "b").unwrap();
+    w.b.forget("broken");
+    let specs = vec![
+        parse_volume("ok:/a").unwrap(),
+        parse_volume("/anon").unwrap(),
+        parse_volume("broken:/b").unwrap(),
+    ];
+    let e = resolve(&specs, &svc, "c1").unwrap_err();
+    assert!(e.message.contains("broken"), "{e}");
+    assert_eq!(svc.inspect("ok").unwrap().usage.ref_count, 0);
+    let left: Vec<String> =
+        svc.list(&Filters::none()).unwrap().volumes.into_iter().map(|v| v.record.name).collect();
+    assert_eq!(left, ["broken", "ok"], "the anonymous volume made for the failed list is gone");
+}
