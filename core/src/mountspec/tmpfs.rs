@@ -33,22 +33,7 @@ pub(super) const TMPFS_DATA_KEYS: [&str; 5] = ["uid", "gid", "nr_inodes", "nr_bl
 /// optional binary unit (`k`, `m`, `g`, `t`, `p`, any case), then an
 /// optional `i` and an optional `b`: `64m`, `1.5 GiB`, `512`.
 pub(super) fn parse_ram_bytes(s: &str) -> Option<i64> {
-    let end = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
-    let (number, rest) = s.split_at(end);
-    if !number.starts_with(|c: char| c.is_ascii_digit()) || number.ends_with('.') {
-        return None;
-    }
-    let value: f64 = number.parse().ok()?;
-    let mut rest = rest.strip_prefix(' ').unwrap_or(rest);
-    let mut multiplier = 1f64;
-    if let Some(unit) = rest.chars().next().and_then(|c| "kmgtp".find(c.to_ascii_lowercase())) {
-        multiplier = 1024f64.powi(unit as i32 + 1);
-        rest = &rest[1..];
-    }
-    rest = rest.strip_prefix(['i', 'I']).unwrap_or(rest);
-    rest = rest.strip_prefix(['b', 'B']).unwrap_or(rest);
-    let bytes = value * multiplier;
-    (rest.is_empty() && bytes < i64::MAX as f64).then_some(bytes as i64)
+    berth_plugin_api::util::parse_size(s).ok().and_then(|b| i64::try_from(b).ok())
 }
 
 /// The OCI options of a tmpfs mount: Docker's defaults (`noexec`,

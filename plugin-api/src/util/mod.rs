@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 use crate::{DriverError, DriverResult};
 
 pub mod mounts;
+pub mod quota;
+pub mod size;
 pub mod time;
+pub use size::parse_size;
 pub use time::{is_rfc3339, rfc3339};
 
 /// Writes `bytes` to `path` so that a crash leaves either the old or the

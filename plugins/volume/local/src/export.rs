@@ -5,6 +5,6 @@
 berth_plugin_api::export_plugin! {
     name: "local",
     version: env!("CARGO_PKG_VERSION"),
-    description: "named volumes as directories under the daemon root",
+    description: "named volumes: directories under the daemon root, or tmpfs, bind and device mounts",
     volume: crate::LocalVolumeDriver::new,
 }

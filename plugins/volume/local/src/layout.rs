@@ -2,15 +2,18 @@
 //!
 //! ```text
 //! <data_dir>/<name>/_data         the volume's data, handed out by mount
-//! <data_dir>/<name>/opts.json     {"options": {}, "created_at": "2024-…Z"}
+//! <data_dir>/<name>/opts.json     {"options": {"type": "tmpfs", …}, "created_at": "2024-…Z"}
 //! <data_dir>/<name>/mounts.json   {"mounts": ["<id>", …]} active mount ids
+//! <data_dir>/.berth-quota.json    project quota ids of sized volumes (util::quota)
 //! <data_dir>/.berth-new-*         a volume being created (swept on open)
 //! <data_dir>/.berth-old-*         a volume being removed (swept on open)
 //! ```
 //!
 //! A volume appears whole: it is built under a temporary name and renamed
 //! into place. It disappears whole too: it is renamed away before its tree
-//! is deleted. Every metadata file is written atomically.
+//! is deleted. Every metadata file is written atomically. A leftover with
+//! something still mounted inside is never deleted (that could be a bind of
+//! a host directory).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, DirBuilder, File};
@@ -23,6 +26,7 @@ use berth_plugin_api::{DriverError, DriverResult};
 use serde::{Deserialize, Serialize};
 
 use berth_plugin_api::util::is_rfc3339;
+use berth_plugin_api::util::mounts::mount_points;
 
 const DATA: &str = "_data";
 const OPTS: &str = "opts.json";
@@ -36,6 +40,8 @@ pub struct Volume {
     /// RFC 3339; `None` for a volume found without one (made by hand, or by
     /// another engine).
     pub created_at: Option<String>,
+    /// The options it was created with (`--opt`), as given.
+    pub options: BTreeMap<String, String>,
     /// Ids of the active mounts.
     pub mounts: BTreeSet<String>,
 }
@@ -44,7 +50,7 @@ pub struct Volume {
 /// with an older or foreign writer.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Meta {
-    /// The options the volume was created with (none, for now).
+    /// The options the volume was created with.
     #[serde(default)]
     pub options: BTreeMap<String, String>,
     /// When it was created, RFC 3339.
@@ -104,7 +110,6 @@ impl Layout {
     }
 
     /// `<data_dir>`.
-    #[cfg(test)]
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
     }
@@ -126,11 +131,25 @@ impl Layout {
         let list_err =
             |e: &io::Error| DriverError::io(format_args!("list volumes in {}", self.data_dir.display()), e);
         let mut volumes = BTreeMap::new();
+        let mut table = None;
         for entry in fs::read_dir(&self.data_dir).map_err(|e| list_err(&e))? {
             let entry = entry.map_err(|e| list_err(&e))?;
             let Ok(name) = entry.file_name().into_string() else { continue };
             let path = entry.path();
             if name.starts_with(NEW_PREFIX) || name.starts_with(OLD_PREFIX) {
+                // Never delete through a mount (a bind of a host path): a
+                // leftover with something mounted inside stays until it is
+                // unmounted.
+                let table = match &mut table {
+                    Some(t) => t,
+                    None => table.insert(mount_points().map_err(|e| {
+                        DriverError::io(format_args!("read the mount table to sweep {}", path.display()), &e)
+                    })?),
+                };
+                let real = crate::mounting::table_path(&path);
+                if table.iter().any(|m| m.starts_with(&real)) {
+                    continue;
+                }
                 fs::remove_dir_all(&path)
                     .map_err(|e| DriverError::io(format_args!("remove leftover {}", path.display()), &e))?;
                 continue;
@@ -145,7 +164,10 @@ impl Layout {
                 }
             }
             let mounts: MountsFile = read_json(&path.join(MOUNTS))?.unwrap_or_default();
-            volumes.insert(name, Volume { created_at: meta.created_at, mounts: mounts.mounts });
+            volumes.insert(
+                name,
+                Volume { created_at: meta.created_at, options: meta.options, mounts: mounts.mounts },
+            );
         }
         Ok(volumes)
     }
@@ -193,6 +215,17 @@ impl Layout {
     pub fn save_mounts(&self, name: &str, mounts: &BTreeSet<String>) -> DriverResult<()> {
         let file = MountsFile { mounts: mounts.clone() };
         write_atomic(&self.dir(name).join(MOUNTS), &encode(&file)?)
+    }
+
+    /// `<data_dir>/<name>`.
+    pub fn volume_dir(&self, name: &str) -> PathBuf {
+        self.dir(name)
+    }
+
+    /// `<data_dir>/<file>`, for the driver's own files (names that cannot
+    /// be volume names, e.g. starting with a dot).
+    pub fn file(&self, file: &str) -> PathBuf {
+        self.data_dir.join(file)
     }
 
     /// Removes volume `name` and its data. Once the directory is renamed

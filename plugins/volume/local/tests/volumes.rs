@@ -34,7 +34,8 @@ fn a_volume_lives_under_the_data_dir_and_goes_with_remove() {
     let info = get(&d, "web-data").unwrap();
     assert_eq!(info.name, "web-data");
     assert_eq!(info.mountpoint, data.to_str().unwrap());
-    assert!(info.status.is_empty());
+    assert_eq!(info.status.get("refs"), Some(&json!(0)));
+    assert!(!info.status.contains_key("options") && !info.status.contains_key("mounted"), "{info:?}");
     let created = info.created_at.expect("created_at");
     assert!(created.ends_with('Z') && created.len() == 20, "{created}");
     assert!(created >= berth_volume_local::rfc3339(before), "{created}");
@@ -82,17 +83,44 @@ fn names_are_checked_everywhere_they_create_something() {
 }
 
 #[test]
-fn volume_options_are_refused_for_now() {
+fn bad_volume_options_are_invalid_and_leave_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let d = open(dir.path());
-    for key in ["type", "o", "device"] {
-        assert_err(create_with(&d, "v", &[(key, "tmpfs")]), ErrorKind::Unsupported, "not supported yet");
+    for (opts, text) in [
+        (&[("type", "tmpfs")][..], "option \"type\" needs option \"device\""),
+        (&[("device", "tmpfs")], "option \"device\" needs option \"type\""),
+        (&[("o", "size=1m")], "option \"o\" needs option \"device\""),
+        (&[("bogus", "1")], "unknown option \"bogus\""),
+        (&[("type", "nfs"), ("device", ":/x"), ("bogus", "1")], "\"bogus\""),
+        (&[("size", "lots")], "\"lots\""),
+        (&[("type", "none"), ("device", "/srv")], "o=bind"),
+    ] {
+        let e = assert_err(create_with(&d, "v", opts), ErrorKind::InvalidArgument, text);
+        assert!(e.message.starts_with("volume v: "), "{}", e.message);
     }
-    assert_err(create_with(&d, "v", &[("size", "10G")]), ErrorKind::InvalidArgument, "unknown field");
-    assert_err(create_with(&d, "v", &[("type", "nfs"), ("bogus", "1")]), ErrorKind::InvalidArgument, "bogus");
     // A failed create leaves nothing behind.
     assert!(names(&d).is_empty());
     assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn options_are_kept_and_shown_with_the_volume() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = open(dir.path());
+    let opts = [("type", "cifs"), ("device", "//srv/share"), ("o", "username=u,password=hunter2")];
+    create_with(&d, "v", &opts).unwrap();
+    // Re-creating with other options changes nothing (Docker keeps the first).
+    create_with(&d, "v", &[("type", "tmpfs"), ("device", "tmpfs")]).unwrap();
+    for d in [d, open(dir.path())] {
+        let s = get(&d, "v").unwrap().status;
+        assert_eq!(s["type"], json!("cifs"));
+        assert_eq!(s["device"], json!("//srv/share"));
+        assert_eq!(s["mounted"], json!(false));
+        assert_eq!(s["refs"], json!(0));
+        assert_eq!(s["options"]["o"], json!("username=u,password=********"), "passwords are masked");
+    }
+    let on_disk = fs::read_to_string(dir.path().join("v/opts.json")).unwrap();
+    assert!(on_disk.contains("\"cifs\""), "{on_disk}");
 }
 
 #[test]
