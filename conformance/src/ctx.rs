@@ -23,6 +23,8 @@ pub struct Ctx {
     layers: Vec<String>,
     /// References taken with [`Ctx::get`] and not yet released.
     refs: BTreeMap<String, usize>,
+    /// The volume driver under test, for volume cases.
+    pub(crate) volume: Option<crate::volume::VolumeSlot>,
 }
 
 impl std::fmt::Debug for Ctx {
@@ -38,15 +40,26 @@ impl std::fmt::Debug for Ctx {
 
 impl Ctx {
     pub(crate) fn new(id: &'static str, dir: PathBuf, repeat: usize, fixtures: Option<PathBuf>) -> Self {
-        Ctx { id, dir, repeat, fixtures, storage: None, layers: Vec::new(), refs: BTreeMap::new() }
+        Ctx {
+            id,
+            dir,
+            repeat,
+            fixtures,
+            storage: None,
+            layers: Vec::new(),
+            refs: BTreeMap::new(),
+            volume: None,
+        }
     }
 
     pub(crate) fn set_storage(&mut self, d: Arc<dyn StorageDriver>) {
         self.storage = Some(d);
     }
 
-    pub(crate) fn take_storage(&mut self) -> Option<Arc<dyn StorageDriver>> {
-        self.storage.take()
+    /// Drops the drivers the case was given.
+    pub(crate) fn drop_drivers(&mut self) {
+        drop(self.storage.take());
+        drop(self.volume.take());
     }
 
     /// The case's ID.
@@ -149,10 +162,17 @@ impl Ctx {
         Ok(ok(format!("status {when}"), self.storage().status(StatusRequest::default()))?.status)
     }
 
-    /// Undoes what the case left: releases its references, removes its layers
-    /// newest first, and calls the driver's `cleanup`. Every step runs; every
-    /// failure is reported (an already removed layer is not a failure).
+    /// Undoes what the case left: for storage, releases its references,
+    /// removes its layers newest first, and calls the driver's `cleanup`;
+    /// for volumes, see [`crate::volume`]. Every step runs; every failure is
+    /// reported (an already removed layer is not a failure).
     pub(crate) fn teardown(&mut self) -> Vec<String> {
+        let mut errors = self.storage_teardown();
+        errors.extend(self.volume_teardown());
+        errors
+    }
+
+    fn storage_teardown(&mut self) -> Vec<String> {
         let Some(d) = self.storage.clone() else { return Vec::new() };
         let mut errors = Vec::new();
         for (id, n) in std::mem::take(&mut self.refs) {

@@ -32,6 +32,11 @@
 //! berth_conformance::assert_conforms(&report);
 //! ```
 //!
+//! A volume driver crate does the same with [`volume::cases`] and
+//! [`Subject::linked_volume`] (e.g. `LocalVolumeDriver::new`); the volume
+//! cases run berth-core's own `VolumeService` over the driver, behind a
+//! counting proxy that shows which calls the core made.
+//!
 //! The PL cases ([`lifecycle`]) test the loader of this build against the
 //! fixture plugins of `plugin-api/tests/compat/`.
 
@@ -43,6 +48,7 @@ pub mod runner;
 pub mod storage;
 pub mod subject;
 pub mod sys;
+pub mod volume;
 
 pub use case::{Case, CaseResult, Failure, Outcome, Stop, Suite};
 pub use ctx::Ctx;
@@ -56,6 +62,7 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Every implemented case, in ID order within each suite.
 pub fn catalog() -> Vec<Case> {
     let mut all = storage::cases();
+    all.extend(volume::cases());
     all.extend(lifecycle::cases());
     all
 }

@@ -29,6 +29,7 @@ enum Command {
     /// or when asked for with --kind plugin or --only.
     #[command(after_help = "Examples:\n  \
         berth-conformance run --plugin target/debug/libberth_storage_vfs.so\n  \
+        berth-conformance run --plugin target/debug/libberth_volume_local.so --kind volume\n  \
         berth-conformance run --plugin libx.so --only ST-01,ST-06 --format junit --output report.xml\n  \
         berth-conformance run --fixtures \"$(plugin-api/tests/compat/build.sh)\"\n\n\
         Exit status: 0 no case failed, 1 a case failed, 2 usage or load error.")]

@@ -5,7 +5,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use berth_plugin_api::{Init, InitRequest};
+use berth_plugin_api::{DriverResult, Init, InitRequest, Kind};
 
 use crate::case::{Case, Failure, Outcome, Stop, Suite};
 use crate::ctx::Ctx;
@@ -90,7 +90,7 @@ pub fn run_case(case: &Case, subject: Option<&Subject>, opts: &Options) -> Outco
         Ok(errors) => errors,
         Err(p) => vec![format!("teardown panicked: {}", panic_text(&*p))],
     };
-    if catch_unwind(AssertUnwindSafe(|| drop(ctx.take_storage()))).is_err() {
+    if catch_unwind(AssertUnwindSafe(|| ctx.drop_drivers())).is_err() {
         problems.push("dropping the driver panicked".into());
     }
     let leaked = match sys::mounts_under(&dir) {
@@ -134,13 +134,6 @@ fn prepare(case: &Case, subject: Option<&Subject>, ctx: &mut Ctx) -> Result<(), 
     if !subject.provides(kind) {
         return Err(Stop::Skip(format!("plugin {name:?} does not declare a {kind} driver")));
     }
-    let factory = match case.suite {
-        Suite::Storage => subject.storage(),
-        _ => None,
-    };
-    let Some(factory) = factory else {
-        return Err(Stop::Skip(format!("{kind} cases cannot construct drivers in this build yet")));
-    };
     let root = ctx.dir().join("root");
     let run_root = ctx.dir().join("run");
     for d in [&root, &run_root] {
@@ -148,11 +141,28 @@ fn prepare(case: &Case, subject: Option<&Subject>, ctx: &mut Ctx) -> Result<(), 
             .map_err(|e| Failure::new("make the driver roots", "success", format!("I/O error: {e}")))?;
     }
     let init = InitRequest::new(name, root.display().to_string(), run_root.display().to_string());
-    match catch_unwind(AssertUnwindSafe(|| factory(&init))) {
-        Ok(Ok(Init::Ready(d))) => {
-            ctx.set_storage(d);
-            Ok(())
+    let cannot = || Stop::Skip(format!("{kind} cases cannot construct drivers in this build yet"));
+    match case.suite {
+        Suite::Storage => {
+            let factory = subject.storage().ok_or_else(cannot)?;
+            let driver = construct(kind, || factory(&init))?;
+            ctx.set_storage(driver);
         }
+        Suite::Volume => {
+            let factory = subject.volume().ok_or_else(cannot)?;
+            let driver = construct(kind, || factory(&init))?;
+            ctx.volume = Some(crate::volume::VolumeSlot::new(name, init.clone(), factory.clone(), driver));
+        }
+        _ => return Err(cannot()),
+    }
+    Ok(())
+}
+
+/// Calls a driver constructor under `catch_unwind`: a ready driver, a skip
+/// with the driver's reason, or a failure with the error kind.
+pub(crate) fn construct<D>(kind: Kind, f: impl FnOnce() -> DriverResult<Init<D>>) -> Result<D, Stop> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(Init::Ready(d))) => Ok(d),
         // A driver that declines to run here skips every case of its kind.
         Ok(Ok(Init::Skipped(reason))) => Err(Stop::Skip(format!("driver declined: {reason}"))),
         Ok(Err(e)) => Err(Failure::new(

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use berth_core::{load_library, Compat, LoadError};
-use berth_plugin_api::{DriverResult, Init, InitRequest, Kind, StorageDriver};
+use berth_plugin_api::{DriverResult, Init, InitRequest, Kind, StorageDriver, VolumeDriver};
 use serde::Serialize;
 
 use crate::sys;
@@ -13,6 +13,10 @@ use crate::sys;
 /// Builds a fresh storage driver for one case from its init request.
 pub type StorageFactory =
     Arc<dyn Fn(&InitRequest) -> DriverResult<Init<Arc<dyn StorageDriver>>> + Send + Sync>;
+
+/// Builds a fresh volume driver for one case from its init request (and
+/// again, on the same root, when a case restarts the driver).
+pub type VolumeFactory = Arc<dyn Fn(&InitRequest) -> DriverResult<Init<Arc<dyn VolumeDriver>>> + Send + Sync>;
 
 /// Who the plugin under test is, recorded in every report so a result can
 /// be cited.
@@ -44,6 +48,7 @@ pub struct Identity {
 pub struct Subject {
     identity: Identity,
     storage: Option<StorageFactory>,
+    volume: Option<VolumeFactory>,
 }
 
 impl std::fmt::Debug for Subject {
@@ -57,12 +62,14 @@ impl Subject {
     /// policy (`berth_core::load_library`).
     pub fn load(path: &Path) -> Result<Subject, LoadError> {
         let lib = load_library(path)?;
+        let kinds = &lib.manifest.kinds;
         let module = lib.module;
-        let storage: Option<StorageFactory> = lib
-            .manifest
-            .kinds
+        let storage: Option<StorageFactory> = kinds
             .contains(&Kind::Storage)
             .then(|| Arc::new(move |init: &InitRequest| module.new_storage(init)) as StorageFactory);
+        let volume: Option<VolumeFactory> = kinds
+            .contains(&Kind::Volume)
+            .then(|| Arc::new(move |init: &InitRequest| module.new_volume(init)) as VolumeFactory);
         let identity = Identity {
             name: lib.manifest.name.clone(),
             version: lib.manifest.version.clone(),
@@ -75,7 +82,7 @@ impl Subject {
             sha256: sys::sha256_file(path).ok(),
             compat: Some(lib.compat),
         };
-        Ok(Subject { identity, storage })
+        Ok(Subject { identity, storage, volume })
     }
 
     /// A linked storage driver (the library use: a driver crate runs the
@@ -88,19 +95,20 @@ impl Subject {
     {
         let factory: StorageFactory =
             Arc::new(move |init| Ok(factory(init.clone())?.map(|d| Arc::new(d) as Arc<dyn StorageDriver>)));
-        Subject {
-            identity: Identity {
-                name: name.into(),
-                version: version.into(),
-                api_version: berth_plugin_api::API_VERSION.into(),
-                kinds: vec![Kind::Storage],
-                transport: "linked".into(),
-                path: None,
-                sha256: None,
-                compat: None,
-            },
-            storage: Some(factory),
-        }
+        Subject { identity: linked(name, version, Kind::Storage), storage: Some(factory), volume: None }
+    }
+
+    /// A linked volume driver, like [`Subject::linked_storage`]: `factory`
+    /// (e.g. `LocalVolumeDriver::new`) is called once per case, and again
+    /// on the same root when a case restarts the driver (VL-08).
+    pub fn linked_volume<F, D>(name: &str, version: &str, factory: F) -> Subject
+    where
+        F: Fn(InitRequest) -> DriverResult<Init<D>> + Send + Sync + 'static,
+        D: VolumeDriver + 'static,
+    {
+        let factory: VolumeFactory =
+            Arc::new(move |init| Ok(factory(init.clone())?.map(|d| Arc::new(d) as Arc<dyn VolumeDriver>)));
+        Subject { identity: linked(name, version, Kind::Volume), storage: None, volume: Some(factory) }
     }
 
     /// Who it is.
@@ -113,8 +121,27 @@ impl Subject {
         self.storage.as_ref()
     }
 
+    /// The volume factory, when the plugin declares a volume driver.
+    pub fn volume(&self) -> Option<&VolumeFactory> {
+        self.volume.as_ref()
+    }
+
     /// Whether the plugin declares a driver of `kind`.
     pub fn provides(&self, kind: Kind) -> bool {
         self.identity.kinds.contains(&kind)
+    }
+}
+
+/// The identity of a linked driver of one kind.
+fn linked(name: &str, version: &str, kind: Kind) -> Identity {
+    Identity {
+        name: name.into(),
+        version: version.into(),
+        api_version: berth_plugin_api::API_VERSION.into(),
+        kinds: vec![kind],
+        transport: "linked".into(),
+        path: None,
+        sha256: None,
+        compat: None,
     }
 }

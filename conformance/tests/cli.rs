@@ -34,6 +34,11 @@ fn list_prints_every_implemented_id_with_its_line() {
         serde_json::from_slice(&bin(&["list", "--kind", "storage", "--format", "json"]).stdout).unwrap();
     let ids: Vec<&str> = storage.as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap()).collect();
     assert_eq!(ids, ["ST-01", "ST-02", "ST-03", "ST-04", "ST-05", "ST-06"]);
+    let out = bin(&["list", "--kind", "volume"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let ids: Vec<&str> = text.lines().filter_map(|l| l.split_whitespace().next()).collect();
+    assert_eq!(ids, ["VL-01", "VL-02", "VL-03", "VL-04", "VL-05", "VL-06", "VL-07", "VL-08", "VL-09"]);
+    assert!(text.lines().all(|l| l.split_whitespace().nth(1) == Some("volume")), "{text}");
 }
 
 #[test]

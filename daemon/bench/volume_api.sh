@@ -6,7 +6,7 @@
 # and concurrently (16 connections). Prints one JSON line per phase and the
 # berthd/dockerd ratios.
 #
-#   bash daemon/bench/volume_api.sh [N]
+#   bash daemon/bench/volume_api.sh [N]      (NO_DOCKER=1: berthd only)
 #
 # Targets (DESIGN.md): >= 5,000 creates/s and >= 20,000 inspects/s.
 # Each daemon runs on a fresh root under a temp dir, removed afterwards;
@@ -45,7 +45,7 @@ run() { # daemon socket connections
 run berthd "$tmp/b/berth.sock" 1
 run berthd "$tmp/b/berth.sock" 16
 
-if command -v dockerd >/dev/null; then
+if [ -z "${NO_DOCKER:-}" ] && command -v dockerd >/dev/null; then
   mkdir -p "$tmp/d"
   dockerd --data-root "$tmp/d/root" --exec-root "$tmp/d/run" -H "unix://$tmp/d/docker.sock" \
     --pidfile "$tmp/d/docker.pid" --iptables=false --ip6tables=false --bridge=none --log-level=error \

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod refdriver;
+pub mod voldriver;
 pub mod xml;
 
 use std::path::{Path, PathBuf};
@@ -22,22 +23,48 @@ pub fn profile_dir() -> PathBuf {
 /// Builds the vfs plugin with cargo (same target dir and profile as these
 /// tests) and returns the path of `libberth_storage_vfs.so`.
 pub fn vfs_so() -> PathBuf {
+    plugin_so("berth-storage-vfs", "libberth_storage_vfs.so")
+}
+
+/// Builds the local volume plugin like [`vfs_so`] and returns the path of
+/// `libberth_volume_local.so`.
+pub fn local_so() -> PathBuf {
+    plugin_so("berth-volume-local", "libberth_volume_local.so")
+}
+
+/// Builds workspace package `package` with cargo (same target dir and
+/// profile as these tests) and returns the path of its `file`.
+pub fn plugin_so(package: &str, file: &str) -> PathBuf {
     let profile = profile_dir();
     let target = profile.parent().expect("<target>/<profile>");
     let mut cmd = Command::new(env!("CARGO"));
-    cmd.args(["build", "--quiet", "-p", "berth-storage-vfs", "--target-dir"]).arg(target);
+    cmd.args(["build", "--quiet", "-p", package, "--target-dir"]).arg(target);
     if profile.file_name().is_some_and(|n| n == "release") {
         cmd.arg("--release");
     }
-    let out = cmd.output().expect("run cargo build -p berth-storage-vfs");
+    let out = cmd.output().unwrap_or_else(|e| panic!("run cargo build -p {package}: {e}"));
     assert!(
         out.status.success(),
-        "cargo build -p berth-storage-vfs failed:\n{}",
+        "cargo build -p {package} failed:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let so = profile.join("libberth_storage_vfs.so");
+    let so = profile.join(file);
     assert!(so.exists(), "{} missing after the build", so.display());
     so
+}
+
+/// A linked subject serving [`voldriver::DirVolumes`] with `flaws`.
+pub fn vol_subject(flaws: voldriver::VolFlaws) -> Subject {
+    Subject::linked_volume("dirvol", "0.0.0", move |init: InitRequest| {
+        Ok(Init::Ready(voldriver::DirVolumes::new(&init.root, flaws)?))
+    })
+}
+
+/// Runs the volume suite against [`voldriver::DirVolumes`] with `flaws`,
+/// making case roots under `workdir`.
+pub fn run_vol(flaws: voldriver::VolFlaws, workdir: &Path) -> Report {
+    let opts = Options { repeat: 3, workdir: Some(workdir.to_path_buf()), fixtures: None };
+    run(&berth_conformance::volume::cases(), Some(&vol_subject(flaws)), &opts)
 }
 
 /// A linked subject serving [`RefDriver`] with `flaws`.

@@ -497,6 +497,12 @@ impl VolumeService {
             let driver = self.drivers.volume(&driver_name)?;
             let get_name = name.to_string();
             match driver.call("get", move |d| d.get(VolumeGetRequest::new(get_name))) {
+                // An empty or mismatched answer without an error is not-found
+                // (CONFORMANCE VL-01), never a record under a wrong name.
+                Ok(info) if info.name != name => {
+                    tracing::warn!(volume = name, driver = %driver_name, answered = %info.name,
+                        "driver answered get with another volume's name: taken as not found");
+                }
                 Ok(info) => {
                     let record = unrecorded(&driver_name, info);
                     let seq =

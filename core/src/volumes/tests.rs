@@ -404,3 +404,48 @@ fn a_failed_mount_list_leaves_no_reference_and_no_new_anonymous_volume() {
         svc.list(&Filters::none()).unwrap().volumes.into_iter().map(|v| v.record.name).collect();
     assert_eq!(left, ["broken", "ok"], "the anonymous volume made for the failed list is gone");
 }
+
+#[test]
+fn an_empty_get_answer_is_not_found_and_adopts_nothing() {
+    #[derive(Debug)]
+    struct Liar;
+    impl VolumeDriver for Liar {
+        fn create(&self, _: VolumeCreateRequest) -> DriverResult<()> {
+            Ok(())
+        }
+        fn remove(&self, _: VolumeRemoveRequest) -> DriverResult<()> {
+            Ok(())
+        }
+        fn mount(&self, _: VolumeMountRequest) -> DriverResult<VolumeMountResponse> {
+            Ok(VolumeMountResponse::new("/x"))
+        }
+        fn unmount(&self, _: VolumeUnmountRequest) -> DriverResult<()> {
+            Ok(())
+        }
+        fn path(&self, _: VolumePathRequest) -> DriverResult<VolumePathResponse> {
+            Ok(VolumePathResponse::new(""))
+        }
+        fn get(&self, _: VolumeGetRequest) -> DriverResult<VolumeInfo> {
+            Ok(VolumeInfo::default())
+        }
+        fn list(&self, _: VolumeListRequest) -> DriverResult<Vec<VolumeInfo>> {
+            Ok(vec![])
+        }
+        fn capabilities(&self, _: VolumeCapabilitiesRequest) -> DriverResult<VolumeCapabilities> {
+            Ok(VolumeCapabilities::new(Scope::Local))
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(dir.path()).unwrap());
+    let liar: Arc<dyn VolumeDriver> = Arc::new(Liar);
+    let set = DriverSet::new().with(Driver::new(
+        liar,
+        "liar",
+        Kind::Volume,
+        Duration::from_secs(5),
+        Arc::default(),
+    ));
+    let svc = VolumeService::new(Arc::new(set), store, "liar".into(), None).unwrap();
+    assert_eq!(svc.mount(MountVolume::new("ghost", "t")).unwrap_err().kind, ErrorKind::NotFound);
+    assert_eq!(svc.count(), 0);
+}
