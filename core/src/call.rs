@@ -201,6 +201,14 @@ pub fn on_worker<R: Send + 'static>(
     on_late: impl FnOnce() + Send + 'static,
 ) -> Waited<R> {
     let (tx, rx) = mpsc::sync_channel(1);
+    IN_FLIGHT.fetch_add(1, Ordering::Relaxed);
+    struct Done;
+    impl Drop for Done {
+        fn drop(&mut self) {
+            IN_FLIGHT.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+    let _done = Done;
     workers().run(Box::new(move || {
         let out = catch_unwind(AssertUnwindSafe(f))
             .unwrap_or_else(|_| Err(DriverError::internal(format!("driver panicked in {what}"))));
@@ -223,8 +231,25 @@ const IDLE_EXIT: Duration = Duration::from_secs(60);
 /// How long a worker that just became idle, and a caller that just handed
 /// over a call, poll before they sleep. Waking a sleeping thread costs tens
 /// of microseconds on a loaded VM; back-to-back calls find each other
-/// within this window instead.
+/// within this window instead. Polling only pays while few calls are in
+/// flight: beyond [`spin_limit`] concurrent calls every thread sleeps at
+/// once, leaving the CPUs to the work (on two cores, spinning callers cost
+/// a fifth of the throughput of concurrent API requests).
 const SPIN: Duration = Duration::from_micros(30);
+
+/// Calls in flight across the process, for the spin decision.
+static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+
+/// Concurrent calls up to which threads poll before sleeping: half the
+/// CPUs, at least one.
+fn spin_limit() -> usize {
+    static LIMIT: OnceLock<usize> = OnceLock::new();
+    *LIMIT.get_or_init(|| std::thread::available_parallelism().map(|n| n.get() / 2).unwrap_or(1).max(1))
+}
+
+fn may_spin() -> bool {
+    IN_FLIGHT.load(Ordering::Relaxed) <= spin_limit()
+}
 
 type Job = Box<dyn FnOnce() + Send>;
 
@@ -303,7 +328,7 @@ impl Workers {
             }
             st.idle += 1;
             drop(st);
-            let until = Instant::now() + SPIN;
+            let until = Instant::now() + if may_spin() { SPIN } else { Duration::ZERO };
             while self.queued.load(Ordering::Acquire) == 0 && Instant::now() < until {
                 std::hint::spin_loop();
             }
@@ -326,11 +351,12 @@ impl Workers {
 /// deadline.
 fn wait_answer<R>(rx: &mpsc::Receiver<R>, deadline: Duration) -> Result<R, mpsc::RecvTimeoutError> {
     let start = Instant::now();
+    let spin = if may_spin() { SPIN } else { Duration::ZERO };
     loop {
         match rx.try_recv() {
             Ok(v) => return Ok(v),
             Err(mpsc::TryRecvError::Disconnected) => return Err(mpsc::RecvTimeoutError::Disconnected),
-            Err(mpsc::TryRecvError::Empty) if start.elapsed() < SPIN => std::hint::spin_loop(),
+            Err(mpsc::TryRecvError::Empty) if start.elapsed() < spin => std::hint::spin_loop(),
             Err(mpsc::TryRecvError::Empty) => break,
         }
     }

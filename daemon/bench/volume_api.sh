@@ -3,10 +3,11 @@
 # create, inspect, list and remove N volumes (default 10,000) through the
 # Docker Engine API on each daemon's unix socket, with the same load
 # generator (daemon/examples/volume_load.rs), sequentially (1 connection)
-# and concurrently (16 connections). Prints one JSON line per phase and the
+# and concurrently (16 and 64 connections). Prints one JSON line per phase and the
 # berthd/dockerd ratios.
 #
-#   bash daemon/bench/volume_api.sh [N]      (NO_DOCKER=1: berthd only)
+#   bash daemon/bench/volume_api.sh [N]
+#   NO_DOCKER=1: berthd only; BENCH_DIR=/dev/shm: roots on tmpfs (no disk)
 #
 # Targets (DESIGN.md): >= 5,000 creates/s and >= 20,000 inspects/s.
 # Each daemon runs on a fresh root under a temp dir, removed afterwards;
@@ -15,9 +16,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 n=${1:-10000}
-cargo build --release -q --workspace --examples
+cargo build --release -q --workspace --bins --lib --examples
 rel=$PWD/target/release
-tmp=$(mktemp -d /tmp/berth-volbench.XXXXXX)
+tmp=$(mktemp -d "${BENCH_DIR:-/var/tmp}/berth-volbench.XXXXXX")
 pids=()
 policy=$(iptables -S FORWARD 2>/dev/null | awk '/^-P FORWARD/ {print $3}' || true)
 cleanup() {
@@ -42,8 +43,7 @@ wait_sock "$tmp/b/berth.sock"
 run() { # daemon socket connections
   "$rel/examples/volume_load" "$2" "$n" "$3" | sed "s/^{/{\"daemon\":\"$1\",/" | tee -a "$tmp/results"
 }
-run berthd "$tmp/b/berth.sock" 1
-run berthd "$tmp/b/berth.sock" 16
+for c in 1 16 64; do run berthd "$tmp/b/berth.sock" "$c"; done
 
 if [ -z "${NO_DOCKER:-}" ] && command -v dockerd >/dev/null; then
   mkdir -p "$tmp/d"
@@ -52,8 +52,7 @@ if [ -z "${NO_DOCKER:-}" ] && command -v dockerd >/dev/null; then
     >"$tmp/d/log" 2>&1 &
   pids+=($!)
   wait_sock "$tmp/d/docker.sock"
-  run dockerd "$tmp/d/docker.sock" 1
-  run dockerd "$tmp/d/docker.sock" 16
+  for c in 1 16 64; do run dockerd "$tmp/d/docker.sock" "$c"; done
 else
   echo "dockerd not installed (apt-get install -y docker.io): no reference figures" >&2
 fi

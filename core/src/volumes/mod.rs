@@ -392,18 +392,27 @@ impl VolumeService {
         self.crash_point("volume.create:after-intent");
         let mut create = VolumeCreateRequest::new(&name);
         create.options = req.driver_opts.clone();
-        if let Err(e) = driver.call("create", move |d| d.create(create)) {
-            if e.kind != ErrorKind::Timeout {
-                self.store.abandon(seq)?;
+        let get = VolumeGetRequest::new(&name);
+        // Create and describe in one trip to the worker: the record needs
+        // the mountpoint the driver chose.
+        let made = driver.call("create", move |d| {
+            d.create(create)?;
+            Ok(d.get(get))
+        });
+        let described = match made {
+            Ok(described) => described,
+            Err(e) => {
+                if e.kind != ErrorKind::Timeout {
+                    self.store.abandon(seq)?;
+                }
+                // A timed-out call may still finish inside the driver: its
+                // intent stays in the ledger so the next start rolls back
+                // whatever the driver made, and nothing is orphaned.
+                return Err(e);
             }
-            // A timed-out call may still finish inside the driver: its
-            // intent stays in the ledger so the next start rolls back
-            // whatever the driver made, and nothing is orphaned.
-            return Err(e);
-        }
+        };
         self.crash_point("volume.create:after-driver");
-        let get_name = name.clone();
-        let info = match driver.call("get", move |d| d.get(VolumeGetRequest::new(get_name))) {
+        let info = match described {
             Ok(info) => info,
             Err(e) => {
                 // The driver cannot describe what it just made: undo it.

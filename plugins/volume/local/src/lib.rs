@@ -314,41 +314,83 @@ impl LocalVolumeDriver {
     }
 }
 
-impl VolumeDriver for LocalVolumeDriver {
-    fn create(&self, req: VolumeCreateRequest) -> DriverResult<()> {
-        let name = req.name;
-        validate_name(&name)?;
-        let spec = options::parse(&name, &req.options)?;
-        let mut volumes = lock(&self.volumes)?;
-        if let Some(v) = volumes.get(&name) {
-            if !lock(v)?.removed {
-                return Ok(());
-            }
-        }
-        options::check_host(&name, &spec)?;
-        let size_ctx = || format!("volume {name}: option size={}", req.options.get("size").map_or("", |s| s));
+impl LocalVolumeDriver {
+    /// Makes volume `name` on disk (directory, metadata, quota); answers
+    /// its creation time. Leaves nothing behind when it fails.
+    fn make(
+        &self,
+        name: &str,
+        spec: &options::VolumeOptions,
+        opts: &BTreeMap<String, String>,
+    ) -> DriverResult<String> {
+        options::check_host(name, spec)?;
+        let size_ctx = || format!("volume {name}: option size={}", opts.get("size").map_or("", |s| s));
         let quota = match spec.size {
             Some(_) => Some(self.quota().map_err(|e| e.context(size_ctx()))?),
             None => None,
         };
         let created_at = rfc3339(SystemTime::now());
-        let meta = Meta { options: req.options.clone(), created_at: Some(created_at.clone()) };
-        self.layout.create(&name, &meta)?;
+        let meta = Meta { options: opts.clone(), created_at: Some(created_at.clone()) };
+        self.layout.create(name, &meta)?;
         if let (Some(q), Some(bytes)) = (quota, spec.size) {
-            if let Err(e) = q.limit(&name, &self.layout.data(&name), bytes) {
-                let _ = self.layout.remove(&name);
+            if let Err(e) = q.limit(name, &self.layout.data(name), bytes) {
+                let _ = self.layout.remove(name);
                 return Err(e.context(size_ctx()));
             }
         }
-        let vol = Vol {
-            created_at: Some(created_at),
-            options: req.options,
-            spec,
-            mounts: BTreeSet::new(),
-            removed: false,
+        Ok(created_at)
+    }
+}
+
+impl VolumeDriver for LocalVolumeDriver {
+    fn create(&self, req: VolumeCreateRequest) -> DriverResult<()> {
+        let name = req.name;
+        validate_name(&name)?;
+        let spec = options::parse(&name, &req.options)?;
+        // Reserve the name with an entry that is not there yet (`removed`)
+        // and hold its lock; the map's lock is released before any disk
+        // I/O, so creates of different names run (and fsync) in parallel,
+        // while calls on this name wait for the outcome.
+        let shared = {
+            let mut volumes = lock(&self.volumes)?;
+            if let Some(v) = volumes.get(&name) {
+                if !lock(v)?.removed {
+                    return Ok(());
+                }
+            }
+            let placeholder = Vol {
+                created_at: None,
+                options: BTreeMap::new(),
+                spec: spec.clone(),
+                mounts: BTreeSet::new(),
+                removed: true,
+            };
+            let shared = Arc::new(Mutex::new(placeholder));
+            volumes.insert(name.clone(), Arc::clone(&shared));
+            shared
         };
-        volumes.insert(name, Arc::new(Mutex::new(vol)));
-        Ok(())
+        let mut slot = lock(&shared)?;
+        let made = self.make(&name, &spec, &req.options);
+        match made {
+            Ok(created_at) => {
+                *slot = Vol {
+                    created_at: Some(created_at),
+                    options: req.options,
+                    spec,
+                    mounts: BTreeSet::new(),
+                    removed: false,
+                };
+                Ok(())
+            }
+            Err(e) => {
+                drop(slot);
+                let mut volumes = lock(&self.volumes)?;
+                if volumes.get(&name).is_some_and(|v| Arc::ptr_eq(v, &shared)) {
+                    volumes.remove(&name);
+                }
+                Err(e)
+            }
+        }
     }
 
     fn remove(&self, req: VolumeRemoveRequest) -> DriverResult<()> {
