@@ -94,3 +94,51 @@ fn mount_references_survive_kill_9_and_an_interrupted_mount_is_rolled_back() {
     }
     w.berth_ok(&["volume", "rm", "shared"]);
 }
+
+/// Mount points at or under `path` in this process's mount table.
+fn mounts_at(path: &std::path::Path) -> usize {
+    let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let p = path.to_str().unwrap();
+    table.lines().filter(|l| l.split(' ').nth(4).is_some_and(|m| m == p)).count()
+}
+
+#[test]
+fn a_tmpfs_volume_is_mounted_once_across_kill_9_and_unmounted_with_its_last_reference() {
+    let w = World::new("");
+    let data = w.root.join("volumes/scratch/_data");
+    let mut d = w.start();
+    w.berth_ok(&[
+        "volume",
+        "create",
+        "--opt",
+        "type=tmpfs",
+        "--opt",
+        "device=tmpfs",
+        "--opt",
+        "o=size=4m",
+        "scratch",
+    ]);
+    assert_eq!(mounts_at(&data), 0, "nothing is mounted before the first user");
+    w.berth_ok(&["volume", "mount", "scratch", "--id", "one"]);
+    w.berth_ok(&["volume", "mount", "scratch", "--id", "two"]);
+    assert_eq!(mounts_at(&data), 1, "two users share one backing mount");
+    std::fs::write(data.join("kept"), b"still here").unwrap();
+    d.kill9();
+
+    // A crash in the middle of a third mount, then a clean restart.
+    let mut d = w.start_with(&[], &[("BERTH_CRASH_AT", "volume.mount:after-driver")]);
+    assert!(!w.berth(&["volume", "mount", "scratch", "--id", "three"]).status.success());
+    assert!(d.wait_exit(Duration::from_secs(10)).is_some_and(|s| !s.success()));
+    let _d = w.start();
+    let inspect = w.berth_json(&["volume", "inspect", "scratch"]);
+    assert_eq!(inspect[0]["UsageData"]["RefCount"], 2, "{inspect}");
+    assert_eq!(inspect[0]["Status"]["refs"], 2, "the driver agrees: {inspect}");
+    assert_eq!(mounts_at(&data), 1, "never mounted twice");
+    assert_eq!(std::fs::read(data.join("kept")).unwrap(), b"still here");
+
+    w.berth_ok(&["volume", "unmount", "scratch", "one"]);
+    assert_eq!(mounts_at(&data), 1, "one user left");
+    w.berth_ok(&["volume", "unmount", "scratch", "two"]);
+    assert_eq!(mounts_at(&data), 0, "the backing mount goes with the last reference");
+    w.berth_ok(&["volume", "rm", "scratch"]);
+}

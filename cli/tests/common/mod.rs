@@ -210,6 +210,24 @@ options = {{ data_dir = "${{root}}/volumes" }}
     }
 }
 
+impl Drop for World {
+    /// Whatever a failed test left mounted under the world (a volume's
+    /// backing tmpfs, say) is detached before the directory goes.
+    fn drop(&mut self) {
+        let Ok(table) = std::fs::read_to_string("/proc/self/mountinfo") else { return };
+        let base = self.dir.path().to_string_lossy().into_owned();
+        let mut points: Vec<&str> = table
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|m| m.starts_with(&base))
+            .collect();
+        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        for p in points {
+            let _ = Command::new("umount").arg("-l").arg(p).status();
+        }
+    }
+}
+
 fn unique(p: PathBuf) -> PathBuf {
     let mut n = 0;
     loop {
