@@ -16,7 +16,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Mutex;
 
 use berth_plugin_api::{DriverError, DriverResult};
 use redb::{Database, ReadableTable, TableDefinition};
@@ -57,17 +57,19 @@ pub enum Change {
 
 /// The state store.
 ///
-/// Writes are **group-committed**: [`Store::intent`] and [`Store::finish`]
-/// hand their change to one committer thread, which applies everything
-/// queued meanwhile in a single durable transaction and then wakes every
-/// caller. A caller returns only once its change is on disk; concurrent
-/// callers share one fsync instead of queueing behind each other's.
+/// Writes are **group-committed** (leader/follower): a caller of
+/// [`Store::intent`] or [`Store::finish`] that finds no commit running
+/// becomes the committer and applies its own change and everything queued
+/// meanwhile in one durable transaction, then keeps committing while more
+/// is queued; callers arriving during a commit queue their change and wait
+/// for the committer to answer. A caller returns only once its change is
+/// on disk; concurrent callers share one fsync, and a lone caller commits
+/// on its own thread with no hand-off.
 pub struct Store {
-    db: Arc<Database>,
+    db: Database,
     path: PathBuf,
     next_seq: AtomicU64,
-    queue: Arc<Queue>,
-    committer: Option<std::thread::JoinHandle<()>>,
+    queue: Queue,
 }
 
 impl std::fmt::Debug for Store {
@@ -84,13 +86,21 @@ enum Write {
 
 struct Job {
     write: Write,
-    done: std::sync::mpsc::SyncSender<Result<(), String>>,
+    done: std::sync::mpsc::SyncSender<Answer>,
 }
 
+/// What a waiting writer hears.
+enum Answer {
+    /// Its write was committed (or the commit failed).
+    Done(Result<(), String>),
+    /// Commit the queue yourself: the last committer handed over.
+    Lead,
+}
+
+/// Writes waiting for a commit, and whether a caller is committing.
 #[derive(Default)]
 struct Queue {
-    jobs: Mutex<(Vec<Job>, bool)>,
-    ready: Condvar,
+    state: Mutex<(Vec<Job>, bool)>,
 }
 
 impl Store {
@@ -118,16 +128,7 @@ impl Store {
             last.map(|(k, _)| k.value()).unwrap_or(0)
         };
         tx.commit().map_err(|e| err("commit", &e))?;
-        let db = Arc::new(db);
-        let queue = Arc::new(Queue::default());
-        let committer = {
-            let (db, queue) = (Arc::clone(&db), Arc::clone(&queue));
-            std::thread::Builder::new()
-                .name("berth-store".into())
-                .spawn(move || commit_loop(&db, &queue))
-                .map_err(|e| DriverError::io("start the state store's committer thread", &e))?
-        };
-        Ok(Store { db, path, next_seq: AtomicU64::new(last + 1), queue, committer: Some(committer) })
+        Ok(Store { db, path, next_seq: AtomicU64::new(last + 1), queue: Queue::default() })
     }
 
     /// The store's file.
@@ -139,18 +140,39 @@ impl Store {
         DriverError::internal(format!("state store {}: {what}: {e}", self.path.display()))
     }
 
-    /// Queues `write` for the committer and waits until it is durable.
+    /// Makes `write` durable: commits it (with whatever else is queued)
+    /// when no commit is running, else queues it and waits. Each caller
+    /// commits at most one batch: a leader that finds more queued after
+    /// its commit hands the lead to the oldest waiter, so no caller serves
+    /// others for long.
     fn submit(&self, write: Write) -> DriverResult<()> {
         let (done, wait) = std::sync::mpsc::sync_channel(1);
-        {
-            let mut q = self.queue.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        let mut lead = {
+            let mut q = self.queue.state.lock().unwrap_or_else(|p| p.into_inner());
             q.0.push(Job { write, done });
-        }
-        self.queue.ready.notify_one();
-        match wait.recv() {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(self.err("commit", e)),
-            Err(_) => Err(self.err("commit", "the committer thread is gone")),
+            !std::mem::replace(&mut q.1, true)
+        };
+        loop {
+            if lead {
+                let jobs = std::mem::take(&mut self.queue.state.lock().unwrap_or_else(|p| p.into_inner()).0);
+                let result = apply(&self.db, &jobs);
+                for job in jobs {
+                    let _ = job.done.send(Answer::Done(result.clone()));
+                }
+                let mut q = self.queue.state.lock().unwrap_or_else(|p| p.into_inner());
+                match q.0.first() {
+                    None => q.1 = false,
+                    Some(next) => {
+                        let _ = next.done.send(Answer::Lead);
+                    }
+                }
+            }
+            match wait.recv() {
+                Ok(Answer::Done(Ok(()))) => return Ok(()),
+                Ok(Answer::Done(Err(e))) => return Err(self.err("commit", e)),
+                Ok(Answer::Lead) => lead = true,
+                Err(_) => return Err(self.err("commit", "the committing thread vanished without an answer")),
+            }
         }
     }
 
@@ -223,41 +245,6 @@ impl Store {
     }
 }
 
-impl Drop for Store {
-    fn drop(&mut self) {
-        {
-            let mut q = self.queue.jobs.lock().unwrap_or_else(|p| p.into_inner());
-            q.1 = true;
-        }
-        self.queue.ready.notify_one();
-        if let Some(t) = self.committer.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// The committer: takes everything queued, applies it in one transaction,
-/// commits durably, answers every caller; until the store is dropped and
-/// the queue is empty.
-fn commit_loop(db: &Database, queue: &Queue) {
-    loop {
-        let jobs = {
-            let mut q = queue.jobs.lock().unwrap_or_else(|p| p.into_inner());
-            while q.0.is_empty() && !q.1 {
-                q = queue.ready.wait(q).unwrap_or_else(|p| p.into_inner());
-            }
-            if q.0.is_empty() {
-                return;
-            }
-            std::mem::take(&mut q.0)
-        };
-        let result = apply(db, &jobs);
-        for job in jobs {
-            let _ = job.done.send(result.clone());
-        }
-    }
-}
-
 fn apply(db: &Database, jobs: &[Job]) -> Result<(), String> {
     apply_tx(db, jobs).map_err(|e| e.to_string())
 }
@@ -297,6 +284,7 @@ pub fn now_secs() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     fn intent(op: &str, key: &str) -> Intent {
         Intent { op: op.into(), key: key.into(), driver: "local".into(), data: serde_json::json!({}), at: 1 }

@@ -16,7 +16,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 n=${1:-10000}
-cargo build --release -q --workspace --bins --lib --examples
+[ -n "${SKIP_BUILD:-}" ] || cargo build --release -q --workspace --bins --lib --examples
 rel=$PWD/target/release
 tmp=$(mktemp -d "${BENCH_DIR:-/var/tmp}/berth-volbench.XXXXXX")
 pids=()
