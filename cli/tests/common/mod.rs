@@ -216,11 +216,8 @@ impl Drop for World {
     fn drop(&mut self) {
         let Ok(table) = std::fs::read_to_string("/proc/self/mountinfo") else { return };
         let base = self.dir.path().to_string_lossy().into_owned();
-        let mut points: Vec<&str> = table
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4))
-            .filter(|m| m.starts_with(&base))
-            .collect();
+        let mut points: Vec<&str> =
+            table.lines().filter_map(|l| l.split(' ').nth(4)).filter(|m| m.starts_with(&base)).collect();
         points.sort_by_key(|p| std::cmp::Reverse(p.len()));
         for p in points {
             let _ = Command::new("umount").arg("-l").arg(p).status();
