@@ -8,9 +8,10 @@ use std::sync::Arc;
 use berth_plugin_api::storage::{
     CleanupRequest, CreateRequest, ExistsRequest, GetRequest, PutRequest, RemoveRequest, StatusRequest,
 };
-use berth_plugin_api::{ErrorKind, StorageDriver};
+use berth_plugin_api::{ErrorKind, InitRequest, Kind, StorageDriver};
 
 use crate::case::{check, ok, Stop};
+use crate::subject::StorageFactory;
 
 /// A case's world. Made fresh for every case by the runner.
 pub struct Ctx {
@@ -19,6 +20,8 @@ pub struct Ctx {
     repeat: usize,
     fixtures: Option<PathBuf>,
     storage: Option<Arc<dyn StorageDriver>>,
+    /// How the storage driver was made, to make it again on the same root.
+    storage_factory: Option<(StorageFactory, InitRequest)>,
     /// Layers made through the helpers, in creation order.
     layers: Vec<String>,
     /// References taken with [`Ctx::get`] and not yet released.
@@ -46,14 +49,21 @@ impl Ctx {
             repeat,
             fixtures,
             storage: None,
+            storage_factory: None,
             layers: Vec::new(),
             refs: BTreeMap::new(),
             volume: None,
         }
     }
 
-    pub(crate) fn set_storage(&mut self, d: Arc<dyn StorageDriver>) {
+    pub(crate) fn set_storage(
+        &mut self,
+        d: Arc<dyn StorageDriver>,
+        factory: StorageFactory,
+        init: InitRequest,
+    ) {
         self.storage = Some(d);
+        self.storage_factory = Some((factory, init));
     }
 
     /// Drops the drivers the case was given.
@@ -91,6 +101,28 @@ impl Ctx {
         self.storage.as_deref().expect("a storage case is always given a storage driver")
     }
 
+    /// Calls the driver's `cleanup` (daemon shutdown): it unmounts
+    /// everything and drops every reference, so the case forgets the
+    /// references it held.
+    pub fn cleanup_storage(&mut self, when: &str) -> Result<(), Stop> {
+        ok(format!("cleanup {when}"), self.storage().cleanup(CleanupRequest::default()))?;
+        self.refs.clear();
+        Ok(())
+    }
+
+    /// Reopens the storage driver: drops this case's instance and
+    /// constructs a fresh one from the same factory and init request, on
+    /// the same root (a daemon restart). Call [`Ctx::cleanup_storage`]
+    /// first, as the daemon does.
+    pub fn reopen_storage(&mut self) -> Result<(), Stop> {
+        let (factory, init) = self.storage_factory.clone().expect("a storage case has a storage factory");
+        drop(self.storage.take());
+        self.refs.clear();
+        let driver = crate::runner::construct(Kind::Storage, || factory(&init))?;
+        self.storage = Some(driver);
+        Ok(())
+    }
+
     /// Creates read-only layer `id` on `parent` (empty: none); fails the case
     /// on error and remembers the layer for teardown.
     pub fn create(&mut self, id: &str, parent: &str) -> Result<(), Stop> {
@@ -106,6 +138,13 @@ impl Ctx {
         ok(step, self.storage().create_rw(CreateRequest::new(id, parent)))?;
         self.layers.push(id.to_string());
         Ok(())
+    }
+
+    /// Records layer `id`, made by a direct driver call, for teardown.
+    pub fn adopt_layer(&mut self, id: &str) {
+        if !self.layers.iter().any(|l| l == id) {
+            self.layers.push(id.to_string());
+        }
     }
 
     /// Mounts layer `id` and checks the answer is an absolute path to a
@@ -173,8 +212,17 @@ impl Ctx {
     }
 
     fn storage_teardown(&mut self) -> Vec<String> {
-        let Some(d) = self.storage.clone() else { return Vec::new() };
         let mut errors = Vec::new();
+        if self.storage.is_none() && !self.layers.is_empty() {
+            // A reopen failed half-way: a fresh instance removes the layers.
+            if let Some((factory, init)) = self.storage_factory.clone() {
+                match crate::runner::construct(Kind::Storage, || factory(&init)) {
+                    Ok(d) => self.storage = Some(d),
+                    Err(_) => errors.push("construct the storage driver again to clean up: it failed".into()),
+                }
+            }
+        }
+        let Some(d) = self.storage.clone() else { return errors };
         for (id, n) in std::mem::take(&mut self.refs) {
             for _ in 0..n {
                 if let Err(e) = d.put(PutRequest::new_id(&id)) {

@@ -146,7 +146,7 @@ fn prepare(case: &Case, subject: Option<&Subject>, ctx: &mut Ctx) -> Result<(), 
         Suite::Storage => {
             let factory = subject.storage().ok_or_else(cannot)?;
             let driver = construct(kind, || factory(&init))?;
-            ctx.set_storage(driver);
+            ctx.set_storage(driver, factory.clone(), init.clone());
         }
         Suite::Volume => {
             let factory = subject.volume().ok_or_else(cannot)?;

@@ -1,9 +1,29 @@
 //! The storage suite (`ST-*`), exactly as `CONFORMANCE.md` words each case.
 //!
-//! ST-01..ST-03 live here, ST-04..ST-06 in `rules.rs`. Layer ids are prefixed
-//! with the case id so a leftover names its case.
+//! ST-01..ST-03 live here, ST-04..ST-06 in `rules.rs`, deletions and
+//! whiteouts (ST-07, ST-08, ST-13) in `deletions.rs`, hardlinks and renames
+//! (ST-09, ST-17) in `links.rs`, diff round trips (ST-10, ST-12, ST-14) in
+//! `roundtrip.rs`, the 128-layer chain (ST-11) in `chain.rs`, hostile tars
+//! (ST-15) in `hostile.rs`, changes (ST-18) in `changes.rs`, quotas and
+//! restarts (ST-16, ST-19) in `state.rs`. Layer ids are prefixed with the
+//! case id so a leftover names its case.
+//!
+//! Trees are compared with the flat-directory [`oracle`]; diffs and applies
+//! go through the driver's `DiffDriver` or berth-core's naive engine as the
+//! daemon would ([`engine`]).
 
+pub mod build;
+mod chain;
+mod changes;
+mod deletions;
+pub mod engine;
+mod hostile;
+mod links;
+pub mod oracle;
+mod roundtrip;
 mod rules;
+mod state;
+pub mod tarball;
 pub mod tree;
 
 use berth_plugin_api::storage::{CleanupRequest, GetRequest, PutRequest, RemoveRequest};
@@ -54,6 +74,87 @@ pub fn cases() -> Vec<Case> {
             description: "a read-only layer mounted by `get` refuses writes, checked by really writing",
             suite: Suite::Storage,
             run: rules::st06_read_only,
+        },
+        Case {
+            id: "ST-07",
+            description:
+                "a file deleted in layer N is gone in N and all descendants and still present in N-1",
+            suite: Suite::Storage,
+            run: deletions::st07_deletion,
+        },
+        Case {
+            id: "ST-08",
+            description:
+                "opaque directory: delete a directory and recreate it above; nothing from below leaks through",
+            suite: Suite::Storage,
+            run: deletions::st08_opaque,
+        },
+        Case {
+            id: "ST-09",
+            description: "hardlinks made in an upper layer to lower files survive removal of the original name and round-trip through diff/apply",
+            suite: Suite::Storage,
+            run: links::st09_hardlinks,
+        },
+        Case {
+            id: "ST-10",
+            description:
+                "same-size content change plus mode change within one second is captured by diff (repeat 5×)",
+            suite: Suite::Storage,
+            run: roundtrip::st10_racy_edits,
+        },
+        Case {
+            id: "ST-11",
+            description: "a 128-layer chain mounts, and every level equals the flat replay",
+            suite: Suite::Storage,
+            run: chain::st11_deep_chain,
+        },
+        Case {
+            id: "ST-12",
+            description: "diff(child, parent) applied to a fresh child of parent gives the identical tree; applied size equals diff_size",
+            suite: Suite::Storage,
+            run: roundtrip::st12_round_trip,
+        },
+        Case {
+            id: "ST-13",
+            description: "exported diffs encode deletions as `.wh.<name>` and opaque dirs as `.wh..wh..opq`; importing such a tar gives the right tree",
+            suite: Suite::Storage,
+            run: deletions::st13_whiteout_format,
+        },
+        Case {
+            id: "ST-14",
+            description: "`user.*` xattrs and `security.capability` survive commit, diff and apply",
+            suite: Suite::Storage,
+            run: roundtrip::st14_xattrs,
+        },
+        Case {
+            id: "ST-15",
+            description: "applying a hostile tar (absolute or `..` paths, escaping symlinks and hardlinks, whiteouts through symlinks, device nodes where not allowed) never creates, changes or deletes anything outside the layer root, and fails with an invalid-argument error",
+            suite: Suite::Storage,
+            run: hostile::st15_hostile,
+        },
+        Case {
+            id: "ST-16",
+            description: "quota (`size=` option), where the driver declares it: writes past the limit fail with ENOSPC/EDQUOT; otherwise a typed unsupported error",
+            suite: Suite::Storage,
+            run: state::st16_quota,
+        },
+        Case {
+            id: "ST-17",
+            description: "renames inside a layer: overwrite by rename, plain rename, rename of a lower directory (or a declared exception)",
+            suite: Suite::Storage,
+            run: links::st17_renames,
+        },
+        Case {
+            id: "ST-18",
+            description: "changes(child, parent) lists exactly the added, modified and deleted paths",
+            suite: Suite::Storage,
+            run: changes::st18_changes,
+        },
+        Case {
+            id: "ST-19",
+            description: "a driver reopened on the same root lists the same layers; cleanup unmounts everything it mounted",
+            suite: Suite::Storage,
+            run: state::st19_reopen,
         },
     ]
 }

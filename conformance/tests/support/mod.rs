@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod refdiff;
 pub mod refdriver;
 pub mod voldriver;
 pub mod xml;
@@ -70,15 +71,20 @@ pub fn run_vol(flaws: voldriver::VolFlaws, workdir: &Path) -> Report {
 /// A linked subject serving [`RefDriver`] with `flaws`.
 pub fn ref_subject(flaws: Flaws) -> Subject {
     Subject::linked_storage("ref", "0.0.0", move |init: InitRequest| {
-        Ok(Init::Ready(RefDriver::new(&init.root, flaws)))
+        Ok(Init::Ready(RefDriver::new(&init.root, flaws)?))
     })
 }
 
 /// Runs the storage suite against [`RefDriver`] with `flaws`, making case
 /// roots under `workdir`.
 pub fn run_ref(flaws: Flaws, workdir: &Path) -> Report {
+    run_ref_cases(&storage::cases(), flaws, workdir)
+}
+
+/// Runs `cases` against [`RefDriver`] with `flaws`, like [`run_ref`].
+pub fn run_ref_cases(cases: &[berth_conformance::Case], flaws: Flaws, workdir: &Path) -> Report {
     let opts = Options { repeat: 3, workdir: Some(workdir.to_path_buf()), fixtures: None };
-    run(&storage::cases(), Some(&ref_subject(flaws)), &opts)
+    run(cases, Some(&ref_subject(flaws)), &opts)
 }
 
 /// Whether the suite runs as root (the storage suite's drivers need it to

@@ -4,6 +4,13 @@
 //! passes a correct driver; each flaw breaks one rule, which shows the
 //! right case fails with a helpful message. It is a test double for the
 //! suite, never evidence that a real driver works (`tests/vfs.rs` is).
+//!
+//! A child starts as a copy of its parent made with berth-core's layer
+//! engine (`layers::diff` of the parent against nothing, applied to the new
+//! directory), which keeps owners, modes, times, xattrs, hardlinks, fifos
+//! and device nodes. Layers are recorded in `<root>/meta/<id>` (`rw` or
+//! `ro`, a newline, the parent), so a driver reopened on the root knows
+//! them. With `native_diff` it offers a `DiffDriver` (`refdiff.rs`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::CString;
@@ -12,6 +19,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use berth_core::layers::{self, ApplyOptions};
 use berth_plugin_api::storage::*;
 use berth_plugin_api::{DriverError, DriverResult};
 
@@ -36,6 +44,23 @@ pub struct Flaws {
     pub panics_in_status: bool,
     /// A new empty layer's root is 0700.
     pub root_mode_0700: bool,
+    /// Copying a parent into a child drops every xattr.
+    pub drops_xattrs: bool,
+    /// `size=` is accepted and ignored (no quota, no error).
+    pub ignores_size: bool,
+    /// A reopened driver does not load the layers of its root.
+    pub forgets_layers: bool,
+    /// Not a flaw: offer a native `DiffDriver` (berth-core's engine over
+    /// the layer directories).
+    pub native_diff: bool,
+    /// With `native_diff`: exported diffs leave out every `.wh.*` entry.
+    pub diff_ignores_whiteouts: bool,
+    /// With `native_diff`: `changes` leaves out deletions.
+    pub changes_miss_deletions: bool,
+    /// With `native_diff`: `apply_diff` joins tar paths to the layer
+    /// directory as strings and follows every symlink (device nodes
+    /// refused), as a naive untar would.
+    pub naive_untar: bool,
 }
 
 #[derive(Debug)]
@@ -57,7 +82,7 @@ struct State {
 #[derive(Debug)]
 pub struct RefDriver {
     root: PathBuf,
-    flaws: Flaws,
+    pub(crate) flaws: Flaws,
     state: Mutex<State>,
 }
 
@@ -66,13 +91,35 @@ fn io_err(what: impl std::fmt::Display, e: std::io::Error) -> DriverError {
 }
 
 impl RefDriver {
-    /// A driver keeping its layers under `root`.
-    pub fn new(root: &str, flaws: Flaws) -> Self {
-        RefDriver { root: PathBuf::from(root), flaws, state: Mutex::default() }
+    /// A driver keeping its layers under `root`: unmounts what a previous
+    /// instance left mounted and loads the layers recorded there.
+    pub fn new(root: &str, flaws: Flaws) -> DriverResult<Self> {
+        let d = RefDriver { root: PathBuf::from(root), flaws, state: Mutex::default() };
+        if let Ok(entries) = std::fs::read_dir(d.root.join("mnt")) {
+            for e in entries.flatten() {
+                let _ = umount(&e.path());
+            }
+        }
+        if !flaws.forgets_layers {
+            let mut st = d.state();
+            for e in std::fs::read_dir(d.root.join("meta")).into_iter().flatten().flatten() {
+                let id = e.file_name().to_string_lossy().into_owned();
+                let text = std::fs::read_to_string(e.path()).map_err(|e| io_err("read layer record", e))?;
+                let (kind, parent) = text.split_once('\n').unwrap_or((text.as_str(), ""));
+                let layer = Layer { parent: parent.to_string(), rw: kind == "rw", refs: 0, mounted: false };
+                st.layers.insert(id, layer);
+            }
+            st.ever = st.layers.len();
+        }
+        Ok(d)
     }
 
-    fn dir(&self, id: &str) -> PathBuf {
+    pub(crate) fn dir(&self, id: &str) -> PathBuf {
         self.root.join("layers").join(id)
+    }
+
+    fn meta(&self, id: &str) -> PathBuf {
+        self.root.join("meta").join(id)
     }
 
     fn mnt(&self, id: &str) -> PathBuf {
@@ -87,6 +134,11 @@ impl RefDriver {
         let id = req.id;
         if id.is_empty() || id.contains('/') {
             return Err(DriverError::invalid_argument(format!("bad layer id {id:?}")));
+        }
+        if req.storage_opt.contains_key("size") && !self.flaws.ignores_size {
+            return Err(DriverError::unsupported(format!(
+                "ref cannot limit the size of layer {id:?}: no quotas"
+            )));
         }
         let mut st = self.state();
         if st.layers.contains_key(&id) {
@@ -105,29 +157,50 @@ impl RefDriver {
             set_mode(&dir, mode).map_err(|e| io_err("chmod layer root", e))?;
         } else {
             let src = self.dir(&req.parent);
-            self.copy_tree(&src, &dir).map_err(|e| io_err(format!("copy {}", src.display()), e))?;
+            self.copy_tree(&src, &dir)?;
             self.copy_meta(&src, &dir).map_err(|e| io_err("copy root metadata", e))?;
         }
+        let record = format!("{}\n{}", if rw { "rw" } else { "ro" }, req.parent);
+        std::fs::create_dir_all(self.root.join("meta")).map_err(|e| io_err("create the record dir", e))?;
+        std::fs::write(self.meta(&id), record).map_err(|e| io_err("write the layer record", e))?;
         st.layers.insert(id.clone(), Layer { parent: req.parent, rw, refs: 0, mounted: false });
         st.removed.remove(&id);
         st.ever += 1;
         Ok(())
     }
 
-    fn copy_tree(&self, src: &Path, dst: &Path) -> std::io::Result<()> {
-        for entry in std::fs::read_dir(src)? {
-            let entry = entry?;
-            let (from, to) = (entry.path(), dst.join(entry.file_name()));
-            let t = entry.file_type()?;
-            if t.is_dir() {
-                std::fs::create_dir(&to)?;
-                self.copy_tree(&from, &to)?;
-            } else if t.is_symlink() {
-                std::os::unix::fs::symlink(std::fs::read_link(&from)?, &to)?;
-            } else {
-                std::fs::copy(&from, &to)?;
+    /// Copies `src` into the existing `dst` with berth-core's engine, then
+    /// plants the copy flaws.
+    fn copy_tree(&self, src: &Path, dst: &Path) -> DriverResult<()> {
+        let mut tar = Vec::new();
+        layers::diff(None, src, &mut tar)?;
+        let mut opts = ApplyOptions::default();
+        opts.allow_devices = true;
+        layers::apply(dst, tar.as_slice(), &opts)?;
+        if self.flaws.drops_special_bits || self.flaws.drops_xattrs {
+            self.spoil(dst).map_err(|e| io_err(format!("spoil {}", dst.display()), e))?;
+        }
+        Ok(())
+    }
+
+    /// The copy flaws, on every entry below `dir`.
+    fn spoil(&self, dir: &Path) -> std::io::Result<()> {
+        for entry in std::fs::read_dir(dir)? {
+            let p = entry?.path();
+            let m = std::fs::symlink_metadata(&p)?;
+            if self.flaws.drops_xattrs {
+                let mut buf = vec![0u8; 1 << 16];
+                let n = rustix::fs::llistxattr(&p, &mut buf[..])?;
+                for name in buf[..n].split(|b| *b == 0).filter(|n| !n.is_empty()) {
+                    rustix::fs::lremovexattr(&p, std::ffi::OsStr::from_bytes(name))?;
+                }
             }
-            self.copy_meta(&from, &to)?;
+            if self.flaws.drops_special_bits && !m.file_type().is_symlink() {
+                set_mode(&p, m.mode() & 0o777)?;
+            }
+            if m.is_dir() {
+                self.spoil(&p)?;
+            }
         }
         Ok(())
     }
@@ -210,6 +283,7 @@ impl StorageDriver for RefDriver {
         self.unmount(&req.id, layer)?;
         let dir = self.dir(&req.id);
         std::fs::remove_dir_all(&dir).map_err(|e| io_err(format!("remove {}", dir.display()), e))?;
+        let _ = std::fs::remove_file(self.meta(&req.id));
         st.layers.remove(&req.id);
         st.removed.insert(req.id);
         Ok(())
@@ -269,6 +343,10 @@ impl StorageDriver for RefDriver {
         let mut m = BTreeMap::new();
         m.insert("Dir".to_string(), self.dir(&req.id).display().to_string());
         Ok(MetadataResponse::new(m))
+    }
+
+    fn as_diff(&self) -> Option<&dyn berth_plugin_api::DiffDriver> {
+        self.flaws.native_diff.then_some(self as &dyn berth_plugin_api::DiffDriver)
     }
 
     fn cleanup(&self, _req: CleanupRequest) -> DriverResult<()> {

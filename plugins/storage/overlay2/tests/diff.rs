@@ -287,7 +287,6 @@ fn hostile_tars_are_refused_and_touch_nothing_outside_the_layer() {
             "hardlink through a symlink",
             raw_tar(&[("esc", Symlink, out, b""), ("hl", Link, "esc/victim", b"")]),
         ),
-        ("hardlink to a lower layer's file", raw_tar(&[("hl", Link, "only-below", b"")])),
         ("a char device 0/0", raw_tar(&[("fake-whiteout", Char, "", b"")])),
         (
             "directory through a symlink",
@@ -308,4 +307,183 @@ fn hostile_tars_are_refused_and_touch_nothing_outside_the_layer() {
         assert_eq!(fs::read(outside.join("victim")).unwrap(), b"safe", "{what}: nothing changed outside");
         assert!(!env.dir.path().join("evil").exists() && !env.root().join("evil").exists(), "{what}");
     }
+}
+
+fn set_times(path: &Path, secs: i64) {
+    let t = rustix::fs::Timespec { tv_sec: secs, tv_nsec: 0 };
+    let stamps = rustix::fs::Timestamps { last_access: t, last_modification: t };
+    rustix::fs::utimensat(rustix::fs::CWD, path, &stamps, rustix::fs::AtFlags::SYMLINK_NOFOLLOW).unwrap();
+}
+
+fn xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
+    let mut v = vec![0u8; 4096];
+    let n = rustix::fs::lgetxattr(path, name, &mut v[..]).ok()?;
+    v.truncate(n);
+    Some(v)
+}
+
+#[test]
+fn a_hardlink_to_a_lower_file_copies_it_up_first() {
+    use tar::EntryType::*;
+    let env = Env::new();
+    env.create_rw("base", "").unwrap();
+    let b = env.upper_of("base");
+    fs::create_dir(b.join("dir")).unwrap();
+    fs::write(b.join("dir/orig2"), b"another lower file\n").unwrap();
+    fs::write(b.join("orig"), b"orig\n").unwrap();
+    fs::write(b.join("gone"), b"deleted in mid\n").unwrap();
+    fs::create_dir(b.join("odir")).unwrap();
+    fs::write(b.join("odir/f"), b"hidden by an opaque dir\n").unwrap();
+    std::os::unix::fs::lchown(b.join("dir/orig2"), Some(1001), Some(1002)).unwrap();
+    fs::set_permissions(b.join("dir/orig2"), fs::Permissions::from_mode(0o640)).unwrap();
+    set_xattr(&b.join("dir/orig2"), "user.note", b"kept");
+    set_xattr(&b.join("dir/orig2"), "security.capability", &CAP);
+    set_xattr(&b.join("dir/orig2"), "trusted.overlay.berth-test", b"x");
+    set_times(&b.join("dir/orig2"), 1_500_000_000);
+    std::os::unix::fs::lchown(b.join("dir"), Some(1003), Some(1004)).unwrap();
+    fs::set_permissions(b.join("dir"), fs::Permissions::from_mode(0o750)).unwrap();
+    set_xattr(&b.join("dir"), "user.dir", b"d");
+    set_times(&b.join("dir"), 1_400_000_000);
+
+    // A middle layer: `gone` deleted (a whiteout), `odir` made anew (opaque).
+    env.create_rw("mid", "base").unwrap();
+    let m = env.get("mid").unwrap();
+    fs::remove_file(m.join("gone")).unwrap();
+    fs::remove_dir_all(m.join("odir")).unwrap();
+    fs::create_dir(m.join("odir")).unwrap();
+    env.put("mid").unwrap();
+
+    let d = diff_of(&env);
+    let tar = raw_tar(&[("top3", Link, "dir/orig2", b""), (".wh.orig", Regular, "", b"")]);
+    env.create("h", "mid").unwrap();
+    let size = d.apply_diff(ApplyDiffRequest::new("h", "mid"), &mut tar.as_slice()).unwrap().size;
+    assert_eq!(size, "another lower file\n".len() as u64, "the copied-up content counts");
+
+    let u = env.upper_of("h");
+    let (f, dir) = (u.join("dir/orig2"), u.join("dir"));
+    let fm = fs::symlink_metadata(&f).expect("dir/orig2 copied up");
+    assert_eq!(fs::read(&f).unwrap(), b"another lower file\n");
+    assert_eq!((fm.mode() & 0o7777, fm.uid(), fm.gid(), fm.mtime()), (0o640, 1001, 1002, 1_500_000_000));
+    assert_eq!(xattr(&f, "user.note").as_deref(), Some(&b"kept"[..]));
+    assert_eq!(xattr(&f, "security.capability").as_deref(), Some(&CAP[..]));
+    assert_eq!(xattr(&f, "trusted.overlay.berth-test"), None, "overlay's own xattrs stay below");
+    let dm = fs::symlink_metadata(&dir).unwrap();
+    assert_eq!((dm.mode() & 0o7777, dm.uid(), dm.gid(), dm.mtime()), (0o750, 1003, 1004, 1_400_000_000));
+    assert_eq!(xattr(&dir, "user.dir").as_deref(), Some(&b"d"[..]));
+    assert_eq!(xattr(&dir, "trusted.overlay.opaque"), None, "a copied-up directory is not opaque");
+    let tm = fs::symlink_metadata(u.join("top3")).unwrap();
+    assert_eq!((tm.dev(), tm.ino()), (fm.dev(), fm.ino()), "top3 is a link to the copy");
+    assert!(fs::symlink_metadata(u.join("orig")).unwrap().file_type().is_char_device());
+
+    let merged = env.get("h").unwrap();
+    assert_eq!(fs::read(merged.join("top3")).unwrap(), b"another lower file\n");
+    assert_eq!(fs::read(merged.join("dir/orig2")).unwrap(), b"another lower file\n");
+    assert!(!merged.join("orig").exists() && !merged.join("gone").exists());
+    env.put("h").unwrap();
+
+    // Whited out or hidden by an opaque directory in a higher layer: absent.
+    for (i, target) in ["gone", "odir/f", "nowhere", "dir/nowhere", "dir"].iter().enumerate() {
+        let id = format!("w{i}");
+        env.create(&id, "mid").unwrap();
+        let tar = raw_tar(&[("hl", Link, target, b"")]);
+        let e = expect_err(
+            d.apply_diff(ApplyDiffRequest::new(&id, "mid"), &mut tar.as_slice()),
+            ErrorKind::InvalidArgument,
+        );
+        assert!(e.message.contains(target), "{target}: {e}");
+    }
+}
+
+#[test]
+fn symlinks_may_not_climb_above_the_layer_root() {
+    use tar::EntryType::*;
+    let env = Env::new();
+    env.create_rw("base", "").unwrap();
+    let d = diff_of(&env);
+    let bad = [
+        ("esc", "../../../../etc"),
+        ("esc", "../evil-target"),
+        ("a/esc", "../../evil"),
+        ("a/b/esc", "x/../../../../evil"),
+        ("esc", ""),
+    ];
+    for (i, (path, target)) in bad.iter().enumerate() {
+        let id = format!("s{i}");
+        env.create(&id, "base").unwrap();
+        let tar = raw_tar(&[(path, Symlink, target, b"")]);
+        let res = d.apply_diff(ApplyDiffRequest::new(&id, "base"), &mut tar.as_slice());
+        expect_err(res, ErrorKind::InvalidArgument);
+    }
+    env.create("ok", "base").unwrap();
+    let tar = raw_tar(&[
+        ("ok-file", Regular, "", b"fine\n"),
+        ("okdir/up", Symlink, "../ok-file", b""),
+        ("a/b/c", Symlink, "../../ok-file", b""),
+        ("abs", Symlink, "/etc/hostname", b""),
+        ("dot", Symlink, "./x/../ok-file", b""),
+    ]);
+    d.apply_diff(ApplyDiffRequest::new("ok", "base"), &mut tar.as_slice()).unwrap();
+    let merged = env.get("ok").unwrap();
+    assert_eq!(fs::read(merged.join("okdir/up")).unwrap(), b"fine\n");
+    assert_eq!(fs::read_link(merged.join("abs")).unwrap(), Path::new("/etc/hostname"));
+    env.put("ok").unwrap();
+}
+
+#[test]
+fn entries_under_a_lower_symlink_or_file_are_refused() {
+    use tar::EntryType::*;
+    let env = Env::new();
+    let outside = env.dir.path().join("outside");
+    fs::create_dir_all(outside.join("dir")).unwrap();
+    fs::write(outside.join("passwd"), b"safe").unwrap();
+    fs::write(outside.join("dir/inner"), b"safe").unwrap();
+    env.create_rw("base", "").unwrap();
+    let b = env.upper_of("base");
+    std::os::unix::fs::symlink(&outside, b.join("low")).unwrap();
+    std::os::unix::fs::symlink("ldir", b.join("rel")).unwrap();
+    fs::write(b.join("plain"), b"a file").unwrap();
+    fs::create_dir(b.join("ldir")).unwrap();
+    fs::set_permissions(b.join("ldir"), fs::Permissions::from_mode(0o711)).unwrap();
+    // A middle layer that changes nothing: the symlink is two layers down.
+    env.create("mid", "base").unwrap();
+
+    let d = diff_of(&env);
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("file through a lower symlink", raw_tar(&[("low/evil-low", Regular, "", b"x")])),
+        ("whiteout through a lower symlink", raw_tar(&[("low/.wh.passwd", Regular, "", b"")])),
+        ("opaque marker through a lower symlink", raw_tar(&[("low/.wh..wh..opq", Regular, "", b"")])),
+        ("nested whiteout through a lower symlink", raw_tar(&[("low/dir/.wh.inner", Regular, "", b"")])),
+        ("directory through a lower symlink", raw_tar(&[("low/evil-dir", Directory, "", b"")])),
+        ("file through a relative lower symlink", raw_tar(&[("rel/evil", Regular, "", b"x")])),
+        ("file under a lower file", raw_tar(&[("plain/evil", Regular, "", b"x")])),
+        ("hardlink through a lower symlink", raw_tar(&[("evil-hl", Link, "low/passwd", b"")])),
+        ("hardlink through a lower file", raw_tar(&[("evil-hl", Link, "plain/x", b"")])),
+    ];
+    for (i, (what, tar)) in cases.iter().enumerate() {
+        let id = format!("l{i}");
+        env.create(&id, "mid").unwrap();
+        let res = d.apply_diff(ApplyDiffRequest::new(&id, "mid"), &mut tar.as_slice());
+        expect_err(res, ErrorKind::InvalidArgument);
+        let u = env.upper_of(&id);
+        for p in ["low", "rel", "plain"] {
+            assert!(!u.join(p).exists(), "{what}: {p} made in the upper dir");
+        }
+        assert_eq!(names(&outside), ["dir", "passwd"], "{what}");
+        assert_eq!(fs::read(outside.join("passwd")).unwrap(), b"safe", "{what}");
+        assert_eq!(names(&outside.join("dir")), ["inner"], "{what}");
+    }
+
+    // A directory the tar names replaces the symlink in this layer; an
+    // implied parent that is a lower directory is copied up.
+    env.create("fine", "mid").unwrap();
+    let tar = raw_tar(&[
+        ("low", Directory, "", b""),
+        ("low/ok", Regular, "", b"ok"),
+        ("ldir/new", Regular, "", b"n"),
+    ]);
+    d.apply_diff(ApplyDiffRequest::new("fine", "mid"), &mut tar.as_slice()).unwrap();
+    let u = env.upper_of("fine");
+    assert_eq!(fs::read(u.join("low/ok")).unwrap(), b"ok");
+    assert_eq!(fs::symlink_metadata(u.join("ldir")).unwrap().mode() & 0o7777, 0o711);
+    assert_eq!(names(&outside), ["dir", "passwd"]);
 }

@@ -67,7 +67,7 @@ impl DiffDriver for Overlay2Driver {
         input: &mut (dyn Read + Send),
     ) -> DriverResult<ApplyDiffResponse> {
         let id = req.id.as_str();
-        let (dir, _) = self.diff_pair(id, &req.parent, "apply")?;
+        let (dir, lowers) = self.diff_pair(id, &req.parent, "apply")?;
         {
             let mut state = self.lock();
             if state.refs.get(id).copied().unwrap_or(0) > 0 || state.mounted.contains(id) {
@@ -81,7 +81,7 @@ impl DiffDriver for Overlay2Driver {
                 )));
             }
         }
-        let applied = apply::apply_tar(&dir, input, id);
+        let applied = apply::apply_tar(&dir, &lowers, input, id);
         self.lock().applying.remove(id);
         applied.map(ApplyDiffResponse::new)
     }
