@@ -9,6 +9,7 @@ pub mod call;
 pub mod config;
 pub mod engine;
 pub mod filters;
+pub mod images;
 pub mod layers;
 pub mod loader;
 pub mod locks;
