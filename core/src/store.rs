@@ -155,7 +155,12 @@ impl Store {
         loop {
             if lead {
                 let jobs = std::mem::take(&mut self.queue.state.lock().unwrap_or_else(|p| p.into_inner()).0);
-                let result = apply(&self.db, &jobs);
+                // A panic inside the store must not leave the lead taken
+                // forever (every later write would wait): it fails this
+                // batch like any other commit error.
+                let result =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| apply(&self.db, &jobs)))
+                        .unwrap_or_else(|_| Err("the commit panicked".to_string()));
                 for job in jobs {
                     let _ = job.done.send(Answer::Done(result.clone()));
                 }
