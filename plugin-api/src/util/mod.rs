@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use crate::{DriverError, DriverResult};
 
 pub mod command;
+pub mod driver;
 pub mod mounts;
 pub mod quota;
 pub mod size;

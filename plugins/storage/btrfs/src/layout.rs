@@ -31,32 +31,19 @@ use berth_plugin_api::{DriverError, DriverResult};
 use crate::subvol;
 use crate::sys;
 
-/// Longest id accepted (a subvolume name is at most 255 bytes).
-pub(crate) const MAX_ID_LEN: usize = 250;
-
 /// The prefix of the driver's own names in `subvolumes/` and `meta/`.
 pub(crate) const RESERVED_PREFIX: &str = ".berth-";
 
-/// Checks that `id` can name a layer: non-empty, at most [`MAX_ID_LEN`]
-/// bytes, not `.` or `..`, not starting with [`RESERVED_PREFIX`], and
-/// without `/` or NUL.
+/// Checks that `id` can name a layer: not starting with
+/// [`RESERVED_PREFIX`], then the shared rules
+/// ([`berth_plugin_api::util::driver::validate_id`]).
 pub(crate) fn validate_id(what: &str, id: &str) -> DriverResult<()> {
-    let problem = if id.is_empty() {
-        "is empty"
-    } else if id == "." || id == ".." {
-        "is not a valid name"
-    } else if id.starts_with(RESERVED_PREFIX) {
-        "starts with \".berth-\", which btrfs reserves for its staging names"
-    } else if id.contains('/') {
-        "contains '/'"
-    } else if id.contains('\0') {
-        "contains a NUL byte"
-    } else if id.len() > MAX_ID_LEN {
-        "is longer than 250 bytes"
-    } else {
-        return Ok(());
-    };
-    Err(DriverError::invalid_argument(format!("{what} {id:?} {problem}")))
+    if id.starts_with(RESERVED_PREFIX) {
+        return Err(DriverError::invalid_argument(format!(
+            "{what} {id:?} starts with \".berth-\", which btrfs reserves for its staging names"
+        )));
+    }
+    berth_plugin_api::util::driver::validate_id(what, id)
 }
 
 /// The record of one layer, `meta/<id>`.
@@ -239,7 +226,7 @@ impl Layout {
                 sweep(&self.subvolumes().join(&name), "layer without record", &mut errors);
             }
         }
-        match crate::combine(errors) {
+        match berth_plugin_api::util::driver::combine(errors) {
             Some(e) => Err(e.context("recover btrfs state")),
             None => Ok(layers),
         }
@@ -276,6 +263,7 @@ fn private_dir(dir: &Path) -> DriverResult<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use berth_plugin_api::util::driver::MAX_ID_LEN;
     use berth_plugin_api::ErrorKind;
 
     #[test]

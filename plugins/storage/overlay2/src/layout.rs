@@ -37,9 +37,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use berth_plugin_api::{DriverError, DriverResult};
 
-/// Longest id accepted.
-pub(crate) const MAX_ID_LEN: usize = 250;
-
 /// The most parents a layer may have, as in moby: with short links their
 /// lower dirs fit in one page of mount options.
 pub(crate) const MAX_DEPTH: usize = 128;
@@ -50,26 +47,16 @@ pub(crate) const SHORT_LEN: usize = 26;
 /// Names in the root that are not layers.
 const RESERVED: [&str; 2] = ["l", ".berth"];
 
-/// Checks that `id` can name a layer: non-empty, at most [`MAX_ID_LEN`]
-/// bytes, not `.`, `..` or a name the driver uses itself (`l`, `.berth`),
-/// and without `/` or NUL.
+/// Checks that `id` can name a layer: not a name the driver uses itself
+/// (`l`, `.berth`), then the shared rules
+/// ([`berth_plugin_api::util::driver::validate_id`]).
 pub(crate) fn validate_id(what: &str, id: &str) -> DriverResult<()> {
-    let problem = if id.is_empty() {
-        "is empty"
-    } else if id == "." || id == ".." {
-        "is not a valid name"
-    } else if RESERVED.contains(&id) {
-        "is reserved by overlay2 for its own files"
-    } else if id.contains('/') {
-        "contains '/'"
-    } else if id.contains('\0') {
-        "contains a NUL byte"
-    } else if id.len() > MAX_ID_LEN {
-        "is longer than 250 bytes"
-    } else {
-        return Ok(());
-    };
-    Err(DriverError::invalid_argument(format!("{what} {id:?} {problem}")))
+    if RESERVED.contains(&id) {
+        return Err(DriverError::invalid_argument(format!(
+            "{what} {id:?} is reserved by overlay2 for its own files"
+        )));
+    }
+    berth_plugin_api::util::driver::validate_id(what, id)
 }
 
 /// What the driver knows of one layer, all read from its directory.
@@ -338,7 +325,7 @@ impl Layout {
                 }
             }
         }
-        match crate::combine(errors) {
+        match berth_plugin_api::util::driver::combine(errors) {
             Some(e) => Err(e.context("recover overlay2 state")),
             None => Ok(layers),
         }
@@ -403,6 +390,7 @@ fn private_dir(dir: &Path) -> DriverResult<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use berth_plugin_api::util::driver::MAX_ID_LEN;
     use berth_plugin_api::ErrorKind;
 
     fn layout() -> (tempfile::TempDir, Layout) {

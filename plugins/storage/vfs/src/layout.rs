@@ -24,27 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use berth_plugin_api::{DriverError, DriverResult};
 use serde::{Deserialize, Serialize};
 
-/// Longest id accepted: `<id>.json` must fit in a file name (255 bytes).
-pub(crate) const MAX_ID_LEN: usize = 250;
-
-/// Checks that `id` can name a layer: non-empty, at most [`MAX_ID_LEN`]
-/// bytes, not `.` or `..`, and without `/` or NUL.
-pub(crate) fn validate_id(what: &str, id: &str) -> DriverResult<()> {
-    let problem = if id.is_empty() {
-        "is empty"
-    } else if id == "." || id == ".." {
-        "is not a valid name"
-    } else if id.contains('/') {
-        "contains '/'"
-    } else if id.contains('\0') {
-        "contains a NUL byte"
-    } else if id.len() > MAX_ID_LEN {
-        "is longer than 250 bytes"
-    } else {
-        return Ok(());
-    };
-    Err(DriverError::invalid_argument(format!("{what} {id:?} {problem}")))
-}
+pub(crate) use berth_plugin_api::util::driver::validate_id;
 
 /// The record of one layer, `meta/<id>.json`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -198,7 +178,7 @@ impl Layout {
                 }
             }
         }
-        match crate::combine(errors) {
+        match berth_plugin_api::util::driver::combine(errors) {
             Some(e) => Err(e.context("recover vfs state")),
             None => Ok(layers),
         }
@@ -249,6 +229,7 @@ fn private_dir(dir: &Path) -> DriverResult<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use berth_plugin_api::util::driver::MAX_ID_LEN;
     use berth_plugin_api::ErrorKind;
 
     #[test]

@@ -36,7 +36,8 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use berth_plugin_api::storage::*;
-use berth_plugin_api::{DriverError, DriverResult, ErrorKind, Init, InitRequest, StorageDriver};
+use berth_plugin_api::util::driver::{combine, name_list, path_string};
+use berth_plugin_api::{DriverError, DriverResult, Init, InitRequest, StorageDriver};
 use serde::Deserialize;
 
 use crate::layout::{remove_any, validate_id, LayerMeta, Layout};
@@ -453,41 +454,10 @@ fn sweep_mounts(layout: &Layout) -> DriverResult<()> {
     combine(errors).map_or(Ok(()), Err)
 }
 
-/// One error out of many: the same kind if they all agree, otherwise
-/// internal; every message kept.
-pub(crate) fn combine(mut errors: Vec<DriverError>) -> Option<DriverError> {
-    match errors.len() {
-        0 => None,
-        1 => errors.pop(),
-        n => {
-            let kind = errors[0].kind;
-            let kind = if errors.iter().all(|e| e.kind == kind) { kind } else { ErrorKind::Internal };
-            let all: Vec<String> = errors.into_iter().map(|e| e.message).collect();
-            Some(DriverError::new(kind, format!("{n} errors: {}", all.join("; "))))
-        }
-    }
-}
-
-/// Ids for a message: a few, then how many more.
-fn name_list(ids: &[&str]) -> String {
-    const SHOWN: usize = 5;
-    let mut s = ids.iter().take(SHOWN).map(|id| format!("{id:?}")).collect::<Vec<_>>().join(", ");
-    if ids.len() > SHOWN {
-        s.push_str(&format!(" and {} more", ids.len() - SHOWN));
-    }
-    s
-}
-
-/// A path as the UTF-8 string the protocol carries.
-fn path_string(path: &Path) -> DriverResult<String> {
-    path.to_str()
-        .map(str::to_string)
-        .ok_or_else(|| DriverError::internal(format!("path {} is not valid UTF-8", path.display())))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use berth_plugin_api::ErrorKind;
 
     struct Fixture {
         driver: VfsDriver,

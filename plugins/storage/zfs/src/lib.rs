@@ -49,6 +49,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use berth_plugin_api::storage::*;
+use berth_plugin_api::util::driver::{combine, name_list};
 use berth_plugin_api::{DriverError, DriverResult, ErrorKind, Init, InitRequest, StorageDriver};
 use serde::Deserialize;
 
@@ -506,29 +507,4 @@ fn storage_opt(req: &CreateRequest) -> DriverResult<Option<u64>> {
         size = Some(bytes);
     }
     Ok(size)
-}
-
-/// One error out of many: the same kind if they all agree, otherwise
-/// internal; every message kept.
-fn combine(mut errors: Vec<DriverError>) -> Option<DriverError> {
-    match errors.len() {
-        0 => None,
-        1 => errors.pop(),
-        n => {
-            let kind = errors[0].kind;
-            let kind = if errors.iter().all(|e| e.kind == kind) { kind } else { ErrorKind::Internal };
-            let all: Vec<String> = errors.into_iter().map(|e| e.message).collect();
-            Some(DriverError::new(kind, format!("{n} errors: {}", all.join("; "))))
-        }
-    }
-}
-
-/// Ids for a message: a few, then how many more.
-fn name_list(ids: &[&str]) -> String {
-    const SHOWN: usize = 5;
-    let mut s = ids.iter().take(SHOWN).map(|id| format!("{id:?}")).collect::<Vec<_>>().join(", ");
-    if ids.len() > SHOWN {
-        s.push_str(&format!(" and {} more", ids.len() - SHOWN));
-    }
-    s
 }
