@@ -27,6 +27,8 @@ pub mod ffi;
 pub mod init;
 pub mod ipam;
 pub mod network;
+#[cfg(feature = "remote")]
+pub mod remote;
 pub mod storage;
 pub mod util;
 pub mod volume;
