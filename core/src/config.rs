@@ -83,6 +83,15 @@ pub struct DaemonConfig {
     pub plugin_dirs: Vec<PathBuf>,
     /// Default deadline for a driver call, e.g. `30s`, `500ms`, `2m`.
     pub call_timeout: String,
+    /// Where remote plugins' sockets are discovered (`<dir>/<name>.sock`,
+    /// `<dir>/<name>/<name>.sock`), in order.
+    pub plugin_socket_dirs: Vec<PathBuf>,
+    /// Where remote plugins' `.spec` and `.json` files are discovered, in
+    /// order.
+    pub plugin_spec_dirs: Vec<PathBuf>,
+    /// How long a lookup by name waits for a remote plugin's socket or
+    /// spec file to appear (dockerd waits about 15 s), e.g. `15s`.
+    pub plugin_wait: String,
 }
 
 impl Default for DaemonConfig {
@@ -93,6 +102,13 @@ impl Default for DaemonConfig {
             socket: "/run/berth/berth.sock".into(),
             plugin_dirs: vec!["/usr/local/lib/berth/plugins".into(), "/usr/lib/berth/plugins".into()],
             call_timeout: "30s".into(),
+            plugin_socket_dirs: vec!["/run/berth/plugins".into(), "/run/docker/plugins".into()],
+            plugin_spec_dirs: vec![
+                "/etc/berth/plugins".into(),
+                "/etc/docker/plugins".into(),
+                "/usr/lib/docker/plugins".into(),
+            ],
+            plugin_wait: "15s".into(),
         }
     }
 }
@@ -153,6 +169,11 @@ pub struct PluginConfig {
     /// Deadline for each call to this plugin's drivers.
     #[serde(default)]
     pub timeout: Option<String>,
+    /// Per-method deadlines of a remote plugin, overriding `timeout`:
+    /// keys are methods (`Mount`) or qualified methods
+    /// (`VolumeDriver.Mount`, which wins), values durations.
+    #[serde(default)]
+    pub timeouts: std::collections::BTreeMap<String, String>,
     /// Options handed to the plugin's drivers.
     #[serde(default)]
     pub options: toml::Table,
@@ -191,6 +212,7 @@ impl Config {
         let invalid = |message: String| ConfigError::Invalid { file: self.source.clone(), message };
         parse_duration(&self.daemon.call_timeout)
             .map_err(|e| invalid(format!("[daemon] call_timeout: {e}")))?;
+        parse_duration(&self.daemon.plugin_wait).map_err(|e| invalid(format!("[daemon] plugin_wait: {e}")))?;
         let mut names = BTreeSet::new();
         for p in &self.plugin {
             if !valid_name(&p.name) {
@@ -214,6 +236,25 @@ impl Config {
             if let Some(t) = &p.timeout {
                 parse_duration(t).map_err(|e| invalid(format!("plugin {:?} timeout: {e}", p.name)))?;
             }
+            if !p.timeouts.is_empty() && p.remote.is_none() {
+                return Err(invalid(format!(
+                    "plugin {:?}: `timeouts` (per method) applies to remote plugins only; use `timeout`",
+                    p.name
+                )));
+            }
+            for (method, t) in &p.timeouts {
+                parse_duration(t)
+                    .map_err(|e| invalid(format!("plugin {:?} timeouts.{method:?}: {e}", p.name)))?;
+            }
+            if let Some(url) = &p.remote {
+                let known = ["unix://", "tcp://", "http://", "https://"];
+                if !known.iter().any(|s| url.starts_with(s)) {
+                    return Err(invalid(format!(
+                        "plugin {:?}: remote {url:?} has an unknown protocol: use unix:///path, tcp://host:port or https://host:port",
+                        p.name
+                    )));
+                }
+            }
         }
         for pool in &self.network.default_address_pools {
             let ok = pool.base.split_once('/').is_some_and(|(ip, len)| {
@@ -227,6 +268,16 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The per-method deadlines of plugin `p` (already validated).
+    pub fn method_timeouts(p: &PluginConfig) -> std::collections::BTreeMap<String, Duration> {
+        p.timeouts.iter().filter_map(|(k, v)| parse_duration(v).ok().map(|d| (k.clone(), d))).collect()
+    }
+
+    /// How long a lookup by name waits for a remote plugin to appear.
+    pub fn plugin_wait(&self) -> Duration {
+        parse_duration(&self.daemon.plugin_wait).unwrap_or(Duration::from_secs(15))
     }
 
     /// The default call deadline.
@@ -373,6 +424,24 @@ mod tests {
         assert!(Config::parse(both, "c").unwrap_err().to_string().contains("exactly one"));
         let none = "[[plugin]]\nname=\"a\"\n";
         assert!(Config::parse(none, "c").unwrap_err().to_string().contains("exactly one"));
+    }
+
+    #[test]
+    fn remote_plugins_take_per_method_timeouts_and_known_schemes_only() {
+        let ok = "[[plugin]]\nname=\"r\"\nremote=\"unix:///x.sock\"\ntimeout=\"5s\"\ntimeouts={ \"VolumeDriver.Mount\"=\"2m\", Get=\"500ms\" }\n";
+        let c = Config::parse(ok, "c").unwrap();
+        let t = Config::method_timeouts(&c.plugin[0]);
+        assert_eq!(t["VolumeDriver.Mount"], Duration::from_secs(120));
+        assert_eq!(t["Get"], Duration::from_millis(500));
+        let bad = "[[plugin]]\nname=\"r\"\nremote=\"unix:///x.sock\"\ntimeouts={ Get=\"soon\" }\n";
+        assert!(Config::parse(bad, "c").unwrap_err().to_string().contains("timeouts"));
+        let so = "[[plugin]]\nname=\"r\"\npath=\"x.so\"\ntimeouts={ Get=\"1s\" }\n";
+        assert!(Config::parse(so, "c").unwrap_err().to_string().contains("remote plugins only"));
+        let scheme = "[[plugin]]\nname=\"r\"\nremote=\"/run/x.sock\"\n";
+        assert!(Config::parse(scheme, "c").unwrap_err().to_string().contains("unknown protocol"));
+        let d = Config::embedded();
+        assert_eq!(d.daemon.plugin_socket_dirs[0], PathBuf::from("/run/berth/plugins"));
+        assert_eq!(d.daemon.plugin_spec_dirs.len(), 3);
     }
 
     #[test]
