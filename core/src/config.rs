@@ -212,7 +212,8 @@ impl Config {
         let invalid = |message: String| ConfigError::Invalid { file: self.source.clone(), message };
         parse_duration(&self.daemon.call_timeout)
             .map_err(|e| invalid(format!("[daemon] call_timeout: {e}")))?;
-        parse_duration(&self.daemon.plugin_wait).map_err(|e| invalid(format!("[daemon] plugin_wait: {e}")))?;
+        parse_duration(&self.daemon.plugin_wait)
+            .map_err(|e| invalid(format!("[daemon] plugin_wait: {e}")))?;
         let mut names = BTreeSet::new();
         for p in &self.plugin {
             if !valid_name(&p.name) {

@@ -10,7 +10,7 @@ use berth_plugin_api::{DriverError, DriverResult, Kind};
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::registry::{PluginView, Registry, State};
+use crate::registry::{PluginView, Registry};
 use crate::store::Store;
 use crate::volumes::VolumeService;
 
@@ -167,7 +167,7 @@ impl Engine {
             .map(|s| s.status)
             .unwrap_or_default();
         let views = self.registry.views();
-        let count = |s: &str| views.iter().filter(|v| v.status == s).count();
+        let count = |states: &[&str]| views.iter().filter(|v| states.contains(&v.status.as_str())).count();
         Info {
             version: env!("CARGO_PKG_VERSION").to_string(),
             api_version: berth_plugin_api::API_VERSION.to_string(),
@@ -177,7 +177,11 @@ impl Engine {
             ipam_driver: self.config.network.ipam.clone(),
             volume_driver: self.config.volume.default.clone(),
             drivers: Kind::ALL.iter().map(|k| (*k, self.registry.ready(*k))).collect(),
-            plugin_counts: (count("ready"), count("skipped"), count("failed")),
+            plugin_counts: (
+                count(&["ready", "active", "not_activated"]),
+                count(&["skipped"]),
+                count(&["failed", "unreachable", "breaker_open"]),
+            ),
             root: self.config.daemon.root.clone(),
             exec_root: self.config.daemon.exec_root.clone(),
             config_source: self.config.source.clone(),
@@ -192,18 +196,16 @@ impl Engine {
     pub fn shutdown(&self) -> Vec<DriverError> {
         let mut errors = Vec::new();
         for p in self.registry.plugins() {
-            for d in &p.drivers {
-                if d.kind != Kind::Storage || d.state != State::Ready {
-                    continue;
-                }
-                match self.registry.storage(&p.name) {
-                    Ok(driver) => {
-                        if let Err(e) = driver.call("cleanup", |d| d.cleanup(CleanupRequest::default())) {
-                            errors.push(e);
-                        }
+            if !p.provides(Kind::Storage) {
+                continue;
+            }
+            match self.registry.storage(&p.name) {
+                Ok(driver) => {
+                    if let Err(e) = driver.call("cleanup", |d| d.cleanup(CleanupRequest::default())) {
+                        errors.push(e);
                     }
-                    Err(e) => errors.push(e),
                 }
+                Err(e) => errors.push(e),
             }
         }
         errors

@@ -15,6 +15,7 @@ pub mod loader;
 pub mod locks;
 pub mod mountspec;
 pub mod registry;
+pub mod remote;
 pub mod store;
 pub mod volumes;
 

@@ -47,6 +47,9 @@ impl Drop for Scratch {
     }
 }
 
+/// How long `--check-config` waits for each remote plugin's handshake.
+const REMOTE_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Builds the registry in a scratch root and prints every plugin with the
 /// status it would have. Answers the exit code.
 pub fn check(mut config: Config, format: Format) -> anyhow::Result<u8> {
@@ -55,6 +58,9 @@ pub fn check(mut config: Config, format: Format) -> anyhow::Result<u8> {
     config.daemon.exec_root = scratch.0.join("run");
     let views = {
         let registry = Registry::build(&config).map_err(|e| anyhow::anyhow!("{}: {e}", config.source))?;
+        // Remote plugins are asked for their handshake, briefly: one that
+        // is down shows `unreachable` (not a configuration failure).
+        registry.activate_remotes(REMOTE_WAIT);
         registry.views()
     };
     drop(scratch);

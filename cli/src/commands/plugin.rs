@@ -9,11 +9,16 @@ use crate::CliError;
 
 /// How wide the REASON column of `plugin ls` may get.
 const REASON_WIDTH: usize = 60;
+/// How wide the ADDRESS column of `plugin ls` may get.
+const ADDRESS_WIDTH: usize = 48;
 
 /// `berth plugin ...`.
 #[derive(Debug, clap::Subcommand)]
 pub enum PluginCommand {
-    /// List every configured plugin with its status.
+    /// List every plugin (configured, then discovered remote ones) with its
+    /// transport, address, state (shared objects: ready, skipped, failed;
+    /// remote: not_activated, active, unreachable, breaker_open), median
+    /// call latency and last error.
     #[command(visible_alias = "list")]
     Ls {
         /// `table` (reasons truncated) or `json` (everything, whole).
@@ -38,9 +43,13 @@ struct PluginRow {
     #[serde(default)]
     transport: String,
     #[serde(default)]
+    address: String,
+    #[serde(default)]
     status: String,
     #[serde(default)]
     reason: Option<String>,
+    #[serde(default)]
+    p50_us: u64,
 }
 
 /// Runs a plugin command.
@@ -57,12 +66,16 @@ pub fn run(client: &Client, cmd: PluginCommand) -> Result<(), CliError> {
                         if p.kinds.is_empty() { "-".into() } else { p.kinds.join(",") },
                         if p.version.is_empty() { "-".into() } else { p.version },
                         p.transport,
+                        truncate(&p.address, ADDRESS_WIDTH),
                         p.status,
+                        if p.p50_us == 0 { "-".into() } else { format!("{}µs", p.p50_us) },
                         truncate(p.reason.as_deref().unwrap_or(""), REASON_WIDTH),
                     ]
                 })
                 .collect();
-            print!("{}", table(&["NAME", "KINDS", "VERSION", "TRANSPORT", "STATUS", "REASON"], &rows));
+            let head =
+                ["NAME", "KINDS", "VERSION", "TRANSPORT", "ADDRESS", "STATUS", "P50", "REASON / LAST ERROR"];
+            print!("{}", table(&head, &rows));
             Ok(())
         }
         PluginCommand::Inspect { name } => {

@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// The packages the tests need built besides `berth` itself.
-const PACKAGES: [&str; 7] = [
+const PACKAGES: [&str; 8] = [
     "berth-daemon",
     "berth-storage-vfs",
     "berth-network-none",
@@ -21,6 +21,7 @@ const PACKAGES: [&str; 7] = [
     "berth-ipam-default",
     "berth-volume-local",
     "berth-fixture-faulty",
+    "berth-plugin-host",
 ];
 
 /// Where cargo put `berth` (and so `berthd` and the plugins).
@@ -98,6 +99,9 @@ exec_root = "{run}"
 socket = "{sock}"
 plugin_dirs = ["{target}"]
 call_timeout = "10s"
+plugin_socket_dirs = ["{plugins}"]
+plugin_spec_dirs = ["{plugins}"]
+plugin_wait = "5s"
 
 [storage]
 driver = "vfs"
@@ -134,7 +138,16 @@ options = {{ data_dir = "${{root}}/volumes" }}
             run = self.exec_root.display(),
             sock = self.socket.display(),
             target = target_dir().display(),
+            plugins = self.plugins_dir().display(),
         )
+    }
+
+    /// Where this world's daemon discovers remote plugins (sockets and
+    /// spec files); created on first use.
+    pub fn plugins_dir(&self) -> PathBuf {
+        let d = self.dir.path().join("plugins");
+        std::fs::create_dir_all(&d).expect("create the plugins dir");
+        d
     }
 
     /// Writes another config file in this world.
@@ -214,14 +227,19 @@ impl Drop for World {
     /// Whatever a failed test left mounted under the world (a volume's
     /// backing tmpfs, say) is detached before the directory goes.
     fn drop(&mut self) {
-        let Ok(table) = std::fs::read_to_string("/proc/self/mountinfo") else { return };
-        let base = self.dir.path().to_string_lossy().into_owned();
-        let mut points: Vec<&str> =
-            table.lines().filter_map(|l| l.split(' ').nth(4)).filter(|m| m.starts_with(&base)).collect();
-        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
-        for p in points {
-            let _ = Command::new("umount").arg("-l").arg(p).status();
-        }
+        unmount_under(self.dir.path());
+    }
+}
+
+/// Detaches every mount at or below `dir`, deepest first.
+pub fn unmount_under(dir: &Path) {
+    let Ok(table) = std::fs::read_to_string("/proc/self/mountinfo") else { return };
+    let base = dir.to_string_lossy().into_owned();
+    let mut points: Vec<&str> =
+        table.lines().filter_map(|l| l.split(' ').nth(4)).filter(|m| m.starts_with(&base)).collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for p in points {
+        let _ = Command::new("umount").arg("-l").arg(p).status();
     }
 }
 

@@ -5,5 +5,9 @@
 //!
 //! The reference is `shared/reference/docker-plugin-protocol.md`.
 
+mod http;
+pub mod server;
 pub mod tolerant;
 pub mod wire;
+
+pub use server::{Handlers, Listen, Server, ServerHandle};

@@ -4,8 +4,10 @@
 //! driver that declines is kept with its state and reason so the operator
 //! sees it.
 
+mod remote;
+
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use berth_plugin_api::{
@@ -17,6 +19,7 @@ use serde::Serialize;
 use crate::call::{on_worker, Driver, Metrics, MetricsSnapshot, Waited};
 use crate::config::{parse_duration, Config, PluginConfig};
 use crate::loader::{load_library, Compat};
+use crate::remote::{Discovery, RemotePlugin, RemoteStatus};
 
 /// How a plugin is reached.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -123,6 +126,12 @@ pub struct PluginEntry {
     pub drivers: Vec<DriverEntry>,
     /// How long loading and constructing took.
     pub load_time: Duration,
+    /// The client of a remote plugin (its live state: activation, breaker,
+    /// last error, latency).
+    pub remote: Option<Arc<RemotePlugin>>,
+    /// The socket or spec file a discovered remote plugin was found by
+    /// (`None` for configured plugins).
+    pub source: Option<PathBuf>,
 }
 
 /// A serializable view of a plugin for the API (`GET /plugins`).
@@ -140,8 +149,9 @@ pub struct PluginView {
     pub transport: String,
     /// Path or address.
     pub address: String,
-    /// Overall state: failed if the library failed, else ready if any
-    /// driver is ready, else skipped.
+    /// Overall state: for a shared object `failed` if the library failed,
+    /// else `ready` if any driver is ready, else `skipped`; for a remote
+    /// plugin `not_activated`, `active`, `unreachable` or `breaker_open`.
     pub status: String,
     /// Why it is not ready.
     pub reason: Option<String>,
@@ -153,6 +163,13 @@ pub struct PluginView {
     pub load_time_us: u64,
     /// Extra facts from the plugin.
     pub describe: serde_json::Value,
+    /// Median latency of recent calls across its drivers, in microseconds.
+    pub p50_us: u64,
+    /// A remote plugin's live state: transport, activation, breaker, last
+    /// error.
+    pub remote: Option<RemoteStatus>,
+    /// Where a discovered remote plugin was found (socket or spec file).
+    pub source: Option<String>,
     /// Per-driver state and counters.
     pub drivers: Vec<DriverView>,
 }
@@ -186,10 +203,14 @@ pub enum RegistryError {
     },
 }
 
-/// Every plugin and driver, in configuration order.
-#[derive(Debug, Clone, Default)]
+/// Every plugin and driver: the configured ones in configuration order,
+/// then remote plugins discovered by name since the start.
+#[derive(Debug)]
 pub struct Registry {
     plugins: Vec<PluginEntry>,
+    config: Config,
+    discovery: Discovery,
+    discovered: Mutex<Vec<PluginEntry>>,
 }
 
 impl Registry {
@@ -200,34 +221,115 @@ impl Registry {
             if plugins.iter().any(|e| e.name == p.name) {
                 return Err(RegistryError::Collision(p.name.clone()));
             }
-            let entry = load_plugin(config, p)?;
+            let entry = match &p.remote {
+                Some(address) => remote::entry(&p.name, address, Some(p), None),
+                None => load_plugin(config, p)?,
+            };
             log_entry(&entry);
             plugins.push(entry);
         }
-        Ok(Registry { plugins })
+        remote::activate_in_background(plugins.iter().filter_map(|p| p.remote.clone()).collect());
+        Ok(Registry {
+            plugins,
+            discovery: remote::discovery(config),
+            config: config.clone(),
+            discovered: Mutex::new(Vec::new()),
+        })
     }
 
-    /// Every plugin, in configuration order.
+    /// Every configured plugin, in configuration order.
     pub fn plugins(&self) -> &[PluginEntry] {
         &self.plugins
     }
 
-    /// One plugin by name.
-    pub fn plugin(&self, name: &str) -> Option<&PluginEntry> {
-        self.plugins.iter().find(|p| p.name == name)
+    /// Activates every configured remote plugin now, waiting at most
+    /// `wait` for each (they run in parallel); what happened shows in
+    /// their views. For `berthd --check-config`.
+    pub fn activate_remotes(&self, wait: Duration) {
+        activate_all(self.plugins.iter().filter_map(|p| p.remote.clone()).collect(), wait);
     }
 
-    /// API views of every plugin.
+    /// Remote plugins found by name in the discovery directories so far.
+    pub fn discovered(&self) -> Vec<PluginEntry> {
+        self.discovered.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// One plugin by name: configured, or discovered already.
+    pub fn plugin(&self, name: &str) -> Option<PluginEntry> {
+        self.plugins.iter().find(|p| p.name == name).cloned().or_else(|| self.find_discovered(name))
+    }
+
+    fn find_discovered(&self, name: &str) -> Option<PluginEntry> {
+        self.discovered.lock().unwrap_or_else(|p| p.into_inner()).iter().find(|p| p.name == name).cloned()
+    }
+
+    /// API views of every plugin: the configured ones, then every remote
+    /// plugin in the discovery directories.
     pub fn views(&self) -> Vec<PluginView> {
-        self.plugins.iter().map(PluginEntry::view).collect()
+        self.refresh_discovered();
+        self.plugins
+            .iter()
+            .map(PluginEntry::view)
+            .chain(self.discovered().iter().map(PluginEntry::view))
+            .collect()
     }
 
-    fn entry(&self, name: &str, kind: Kind) -> DriverResult<&DriverEntry> {
-        let plugin = self.plugin(name).ok_or_else(|| {
-            DriverError::not_found(format!("no {kind} driver named {name:?} is configured"))
-        })?;
+    /// Adds every plugin in the discovery directories not known yet (as
+    /// dockerd's scans do) and activates the new ones, waiting a moment
+    /// for each so a listing right after includes it.
+    fn refresh_discovered(&self) {
+        let found = self.discovery.scan();
+        let mut fresh = Vec::new();
+        {
+            let mut discovered = self.discovered.lock().unwrap_or_else(|p| p.into_inner());
+            for f in found {
+                if self.plugins.iter().any(|p| p.name == f.name)
+                    || discovered.iter().any(|p| p.name == f.name)
+                {
+                    continue;
+                }
+                let entry = remote::entry(&f.name, &f.address, None, Some(&f));
+                tracing::info!(plugin = %f.name, address = %f.address, source = %f.source.display(), "remote plugin discovered");
+                if let Some(r) = &entry.remote {
+                    fresh.push(Arc::clone(r));
+                }
+                discovered.push(entry);
+            }
+        }
+        activate_all(fresh, SCAN_ACTIVATION_WAIT);
+    }
+
+    /// Finds plugin `name` by discovery, waiting `[daemon] plugin_wait`
+    /// for it to appear, and records it.
+    fn discover(&self, name: &str) -> DriverResult<Option<PluginEntry>> {
+        let Some(found) = remote::lookup(&self.discovery, name, self.config.plugin_wait())? else {
+            return Ok(None);
+        };
+        let mut discovered = self.discovered.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = discovered.iter().find(|p| p.name == name) {
+            return Ok(Some(e.clone()));
+        }
+        let entry = remote::entry(name, &found.address, None, Some(&found));
+        tracing::info!(plugin = name, address = %found.address, source = %found.source.display(), "remote plugin discovered");
+        discovered.push(entry.clone());
+        Ok(Some(entry))
+    }
+
+    fn entry(&self, name: &str, kind: Kind) -> DriverResult<DriverEntry> {
+        let plugin = match self.plugin(name) {
+            Some(p) => p,
+            None => self.discover(name)?.ok_or_else(|| {
+                DriverError::not_found(format!("no {kind} driver named {name:?} is configured or discovered"))
+            })?,
+        };
+        if let State::Failed(r) = &plugin.state {
+            return Err(DriverError::unavailable(format!("plugin {name:?} failed: {r}")));
+        }
+        if let Some(e) = plugin.remote.as_deref().and_then(|r| remote::lacks(r, kind)) {
+            return Err(e);
+        }
         let entry =
-            plugin.drivers.iter().find(|d| d.kind == kind).ok_or_else(|| {
+            plugin.drivers.iter().find(|d| d.kind == kind).cloned().ok_or_else(|| {
                 DriverError::not_found(format!("plugin {name:?} provides no {kind} driver"))
             })?;
         match &entry.state {
@@ -271,19 +373,69 @@ impl Registry {
         }
     }
 
-    /// Names of the ready drivers of `kind`, in configuration order.
+    /// Names of the ready drivers of `kind`: configured ones in
+    /// configuration order, then discovered remote plugins. A remote plugin
+    /// counts once its activation listed the kind.
     pub fn ready(&self, kind: Kind) -> Vec<String> {
-        self.plugins
+        self.refresh_discovered();
+        // A remote plugin never activated yet (down at start, or still
+        // coming up) gets a short chance now, so a listing includes it.
+        let pending: Vec<Arc<RemotePlugin>> = self
+            .plugins
             .iter()
-            .filter(|p| p.drivers.iter().any(|d| d.kind == kind && d.state == State::Ready))
-            .map(|p| p.name.clone())
-            .collect()
+            .chain(self.discovered().iter())
+            .filter_map(|p| p.remote.clone())
+            .filter(|r| {
+                let s = r.status();
+                s.activations == 0 && s.state != "breaker_open"
+            })
+            .collect();
+        if !pending.is_empty() {
+            activate_all(pending, SCAN_ACTIVATION_WAIT);
+        }
+        let mut names: Vec<String> =
+            self.plugins.iter().filter(|p| p.provides(kind)).map(|p| p.name.clone()).collect();
+        names.extend(self.discovered().iter().filter(|p| p.provides(kind)).map(|p| p.name.clone()));
+        names
     }
 }
 
+/// Activates `plugins` in parallel, waiting at most `wait` for each (an
+/// activation that takes longer goes on in the background).
+fn activate_all(plugins: Vec<Arc<RemotePlugin>>, wait: Duration) {
+    let waits: Vec<_> = plugins
+        .into_iter()
+        .map(|p| {
+            std::thread::spawn(move || {
+                let name = format!("activate {}", p.name());
+                on_worker(name, wait, move || p.activate().map(|_| ()), || {})
+            })
+        })
+        .collect();
+    for w in waits {
+        let _ = w.join();
+    }
+}
+
+/// How long a scan waits for a newly found plugin's activation before it
+/// goes on (the activation itself continues in the background).
+const SCAN_ACTIVATION_WAIT: Duration = Duration::from_secs(2);
+
 impl PluginEntry {
+    /// Whether the plugin has a ready driver of `kind` (for a remote plugin:
+    /// its last activation listed the kind).
+    pub fn provides(&self, kind: Kind) -> bool {
+        match &self.remote {
+            Some(r) => remote::known_kinds(r).contains(&kind),
+            None => self.drivers.iter().any(|d| d.kind == kind && d.state == State::Ready),
+        }
+    }
+
     /// The API view.
     pub fn view(&self) -> PluginView {
+        if let Some(r) = &self.remote {
+            return self.remote_view(r);
+        }
         let status = match (&self.state, self.drivers.iter().any(|d| d.state == State::Ready)) {
             (State::Failed(_), _) => "failed",
             (_, true) => "ready",
@@ -313,16 +465,49 @@ impl PluginEntry {
             timeout_ms: self.timeout.as_millis() as u64,
             load_time_us: self.load_time.as_micros() as u64,
             describe: self.describe.clone(),
-            drivers: self
-                .drivers
-                .iter()
-                .map(|d| DriverView {
-                    kind: d.kind,
-                    status: d.state.label().to_string(),
-                    reason: d.state.reason().map(str::to_string),
-                    metrics: d.metrics.snapshot(),
-                })
-                .collect(),
+            p50_us: self.drivers.iter().map(|d| d.metrics.snapshot().p50_us).max().unwrap_or(0),
+            remote: None,
+            source: None,
+            drivers: self.driver_views(|_| true),
+        }
+    }
+
+    fn driver_views(&self, keep: impl Fn(Kind) -> bool) -> Vec<DriverView> {
+        self.drivers
+            .iter()
+            .filter(|d| keep(d.kind))
+            .map(|d| DriverView {
+                kind: d.kind,
+                status: d.state.label().to_string(),
+                reason: d.state.reason().map(str::to_string),
+                metrics: d.metrics.snapshot(),
+            })
+            .collect()
+    }
+
+    fn remote_view(&self, r: &RemotePlugin) -> PluginView {
+        let status = r.status();
+        let kinds = remote::known_kinds(r);
+        PluginView {
+            name: self.name.clone(),
+            kinds: kinds.clone(),
+            version: String::new(),
+            api_version: String::new(),
+            transport: self.transport.label().to_string(),
+            address: r.address().to_string(),
+            status: match &self.state {
+                State::Failed(_) => "failed".to_string(),
+                _ => status.state.clone(),
+            },
+            reason: self.state.reason().map(str::to_string).or_else(|| status.last_error.clone()),
+            compat: None,
+            timeout_ms: self.timeout.as_millis() as u64,
+            load_time_us: self.load_time.as_micros() as u64,
+            describe: self.describe.clone(),
+            p50_us: status.p50_us,
+            source: remote::source_label(&self.source),
+            drivers: self.driver_views(|k| kinds.contains(&k)),
+            remote: Some(status),
         }
     }
 }
@@ -358,15 +543,9 @@ fn load_plugin(config: &Config, p: &PluginConfig) -> Result<PluginEntry, Registr
         timeout,
         drivers: Vec::new(),
         load_time: Duration::ZERO,
+        remote: None,
+        source: None,
     };
-    if let Some(address) = &p.remote {
-        entry.transport = Transport::Remote { address: address.clone() };
-        entry.state = State::Failed(
-            "remote drivers are not available in this build yet (Docker plugin protocol client pending)"
-                .into(),
-        );
-        return Ok(entry);
-    }
     let configured = p.path.clone().unwrap_or_default();
     let path = resolve_plugin_path(config, &configured);
     entry.transport = Transport::SharedObject { path: path.clone() };
