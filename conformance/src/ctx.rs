@@ -1,7 +1,7 @@
 //! What a case body works with: its own root, its driver, the repeat count,
 //! and helpers that record what the case made so teardown can undo it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -26,8 +26,12 @@ pub struct Ctx {
     layers: Vec<String>,
     /// References taken with [`Ctx::get`] and not yet released.
     refs: BTreeMap<String, usize>,
+    /// Every path `get` answered during the case.
+    mounted: BTreeSet<PathBuf>,
     /// The volume driver under test, for volume cases.
     pub(crate) volume: Option<crate::volume::VolumeSlot>,
+    /// The remote plugin under test, when the subject is one (every case).
+    pub(crate) remote: Option<crate::remote::RemoteTarget>,
 }
 
 impl std::fmt::Debug for Ctx {
@@ -52,7 +56,9 @@ impl Ctx {
             storage_factory: None,
             layers: Vec::new(),
             refs: BTreeMap::new(),
+            mounted: BTreeSet::new(),
             volume: None,
+            remote: None,
         }
     }
 
@@ -86,6 +92,31 @@ impl Ctx {
     /// How many times idempotent calls are repeated (`--repeat`, default 10).
     pub fn repeat(&self) -> usize {
         self.repeat
+    }
+
+    /// The remote plugin under test, when the subject is one.
+    pub fn remote(&self) -> Option<&crate::remote::RemoteTarget> {
+        self.remote.as_ref()
+    }
+
+    /// Whether the driver's state outlives the case (a remote plugin owns
+    /// its storage): then the driver may hold things other cases or runs
+    /// made, and lists are checked for this case's own names only.
+    pub fn shared_driver(&self) -> bool {
+        self.remote.is_some()
+    }
+
+    /// Mount points left at or below the case root or any path `get`
+    /// answered during the case (a remote driver's layers live outside
+    /// the case root), deepest first.
+    pub fn mounts_left(&self) -> std::io::Result<Vec<PathBuf>> {
+        let mut found = crate::sys::mounts_under(&self.dir)?;
+        for p in self.mounted.iter().filter(|p| !p.starts_with(&self.dir)) {
+            found.extend(crate::sys::mounts_under(p)?);
+        }
+        found.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().len()));
+        found.dedup();
+        Ok(found)
     }
 
     /// The directory holding the fixture plugins, when given.
@@ -153,6 +184,9 @@ impl Ctx {
         let resp = ok(format!("get layer {id:?}"), self.storage().get(GetRequest::new_id(id)))?;
         *self.refs.entry(id.to_string()).or_default() += 1;
         let path = PathBuf::from(&resp.path);
+        if path.is_absolute() {
+            self.mounted.insert(path.clone());
+        }
         let step = format!("get layer {id:?}");
         check(path.is_absolute(), &step, "an absolute path", format!("{:?}", resp.path))?;
         check(

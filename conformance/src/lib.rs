@@ -2,7 +2,8 @@
 //!
 //! The cases of `shared/CONFORMANCE.md`, as a library every driver adopts
 //! whole and as the `berth-conformance` binary that runs the same cases
-//! black-box against a shared object.
+//! black-box against a shared object or a remote plugin (Docker's v1
+//! plugin protocol, [`Subject::remote`]).
 //!
 //! * A [`Case`] has a stable ID (`ST-01`), its one line, a [`Suite`] and a
 //!   body working on a [`Ctx`].
@@ -37,12 +38,16 @@
 //! cases run berth-core's own `VolumeService` over the driver, behind a
 //! counting proxy that shows which calls the core made.
 //!
-//! The PL cases ([`lifecycle`]) test the loader of this build against the
-//! fixture plugins of `plugin-api/tests/compat/`.
+//! The PL cases test this build's host side: PL-01..PL-08 ([`remote`])
+//! its remote-plugin client against scripted fixture plugins the suite
+//! serves itself (and the remote plugin under test, if any); PL-09 and
+//! PL-10 ([`lifecycle`]) its loader against the fixture plugins of
+//! `plugin-api/tests/compat/`.
 
 pub mod case;
 pub mod ctx;
 pub mod lifecycle;
+pub mod remote;
 pub mod report;
 pub mod runner;
 pub mod storage;
@@ -63,6 +68,7 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub fn catalog() -> Vec<Case> {
     let mut all = storage::cases();
     all.extend(volume::cases());
+    all.extend(remote::cases());
     all.extend(lifecycle::cases());
     all
 }

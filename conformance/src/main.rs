@@ -1,5 +1,6 @@
 //! `berth-conformance`: runs the conformance cases black-box against a
-//! plugin shared object, and the loader cases against fixture plugins.
+//! plugin shared object or a remote plugin, the protocol cases against
+//! scripted fixture plugins, and the loader cases against fixture plugins.
 //!
 //! Exit status: 0 when no case failed, 1 when one did, 2 on a usage or
 //! load error (one line on stderr).
@@ -7,7 +8,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use berth_conformance::{catalog, lifecycle, run, select, Options, Subject, Suite};
+use berth_conformance::{catalog, lifecycle, remote, run, select, Options, Subject, Suite};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Runs berth's driver conformance cases and reports pass, fail or skip for
@@ -23,16 +24,23 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run cases and report. Driver suites run against --plugin (the suites
-    /// of the kinds its manifest declares); the plugin-lifecycle cases
-    /// (PL-09, PL-10) test this build's loader with the fixture plugins of
-    /// --fixtures and run when fixtures are given, when no plugin is given,
-    /// or when asked for with --kind plugin or --only.
+    /// of the kinds its manifest declares) or --remote (the kinds its
+    /// /Plugin.Activate answer implements). The plugin protocol cases
+    /// (PL-01..PL-08) test this build's remote-plugin client against
+    /// scripted fixture plugins (and the --remote plugin, if given); the
+    /// loader cases (PL-09, PL-10) test its loader with the fixture plugins
+    /// of --fixtures. The plugin suite runs when no --plugin is given (with
+    /// --remote: PL-01..PL-08, and PL-09, PL-10 only with --fixtures), when
+    /// fixtures are given, or when asked for with --kind plugin or --only.
     #[command(after_help = "Examples:\n  \
         berth-conformance run --plugin target/debug/libberth_storage_vfs.so\n  \
         berth-conformance run --plugin target/debug/libberth_volume_local.so --kind volume\n  \
         berth-conformance run --plugin libx.so --only ST-01,ST-06 --format junit --output report.xml\n  \
+        berth-conformance run --remote unix:///run/docker/plugins/local.sock\n  \
+        berth-conformance run --remote tcp://127.0.0.1:8080 --name mine --kind volume\n  \
+        berth-conformance run --kind plugin --only PL-01,PL-02,PL-03,PL-04,PL-05,PL-06,PL-07,PL-08\n  \
         berth-conformance run --fixtures \"$(plugin-api/tests/compat/build.sh)\"\n\n\
-        Exit status: 0 no case failed, 1 a case failed, 2 usage or load error.")]
+        Exit status: 0 no case failed, 1 a case failed, 2 usage, load or connection error.")]
     Run(RunArgs),
     /// List every implemented case with its one line.
     List(ListArgs),
@@ -43,6 +51,15 @@ struct RunArgs {
     /// The plugin to test: a shared object exporting a berth root module.
     #[arg(long, value_name = "PATH.so")]
     plugin: Option<PathBuf>,
+    /// The plugin to test: a remote plugin speaking Docker's v1 plugin
+    /// protocol at unix:///path.sock (or a bare absolute socket path),
+    /// tcp://host:port, http://host:port or https://host:port.
+    #[arg(long, value_name = "ADDR")]
+    remote: Option<String>,
+    /// The name the --remote plugin goes by [default: its socket's file
+    /// stem, else `remote`].
+    #[arg(long, value_name = "NAME", requires = "remote")]
+    name: Option<String>,
     /// Directory holding libcompat10.so, libcompat20.so and libcompatbad.so
     /// (printed by plugin-api/tests/compat/build.sh), for PL-09 and PL-10.
     #[arg(long, value_name = "DIR", env = lifecycle::FIXTURES_ENV)]
@@ -133,10 +150,24 @@ fn main() -> ExitCode {
 
 /// Runs the selected cases; `Ok(true)` when any failed.
 fn run_cmd(a: RunArgs) -> Result<bool, String> {
-    let subject = match &a.plugin {
-        Some(p) => Some(Subject::load(p).map_err(|e| e.to_string())?),
-        None => None,
+    let subject = match (&a.plugin, &a.remote) {
+        (Some(_), Some(_)) => {
+            return Err("give either --plugin PATH.so or --remote ADDR, not both".into());
+        }
+        (Some(p), None) => Some(Subject::load(p).map_err(|e| e.to_string())?),
+        (None, Some(addr)) => {
+            Some(Subject::remote(addr, a.name.as_deref(), remote::default_options()).map_err(|e| {
+                format!(
+                    "remote plugin at {} cannot be used: {}: {}",
+                    remote::normalize(addr),
+                    e.kind,
+                    e.message
+                )
+            })?)
+        }
+        (None, None) => None,
     };
+    let is_remote = subject.as_ref().is_some_and(|s| s.remote_target().is_some());
     let suites: Vec<Suite> = if !a.kinds.is_empty() {
         a.kinds.iter().map(|k| Suite::from(*k)).collect()
     } else if !a.only.is_empty() {
@@ -146,12 +177,18 @@ fn run_cmd(a: RunArgs) -> Result<bool, String> {
             .as_ref()
             .map(|s| s.identity().kinds.iter().map(|k| Suite::of_kind(*k)).collect())
             .unwrap_or_default();
-        if a.fixtures.is_some() || subject.is_none() {
+        if a.fixtures.is_some() || subject.is_none() || is_remote {
             s.push(Suite::Plugin);
         }
         s
     };
-    let cases = select(&catalog(), &suites, &a.only, &a.skip)?;
+    let mut cases = select(&catalog(), &suites, &a.only, &a.skip)?;
+    if is_remote && a.kinds.is_empty() && a.only.is_empty() && a.fixtures.is_none() {
+        // A remote run's own plugin cases are the protocol ones; the loader
+        // cases need --fixtures.
+        let loader: Vec<&str> = lifecycle::cases().iter().map(|c| c.id).collect();
+        cases.retain(|c| !loader.contains(&c.id));
+    }
     if cases.is_empty() {
         let wanted: Vec<&str> = suites.iter().map(|s| s.as_str()).collect();
         return Err(format!(
@@ -164,7 +201,10 @@ fn run_cmd(a: RunArgs) -> Result<bool, String> {
         let need: Vec<&str> =
             cases.iter().filter(|c| c.suite.driver_kind().is_some()).map(|c| c.id).collect();
         if !need.is_empty() {
-            return Err(format!("{} need a driver under test: give --plugin PATH.so", need.join(", ")));
+            return Err(format!(
+                "{} need a driver under test: give --plugin PATH.so or --remote ADDR",
+                need.join(", ")
+            ));
         }
     }
     let opts =

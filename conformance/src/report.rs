@@ -134,11 +134,16 @@ impl Report {
     pub fn headline(&self) -> String {
         let mut s = format!("{} {}", self.tool, self.tool_version);
         if let Some(p) = &self.plugin {
-            let _ = write!(s, " | plugin {} {} (plugin-api {}", p.name, p.version, p.api_version);
-            if let Some(sha) = &p.sha256 {
-                let _ = write!(s, ", sha256 {sha}");
+            if let Some(address) = &p.address {
+                let implements = p.activate.as_deref().unwrap_or_default().join(", ");
+                let _ = write!(s, " | plugin {} (remote {address}, implements [{implements}])", p.name);
+            } else {
+                let _ = write!(s, " | plugin {} {} (plugin-api {}", p.name, p.version, p.api_version);
+                if let Some(sha) = &p.sha256 {
+                    let _ = write!(s, ", sha256 {sha}");
+                }
+                s.push(')');
             }
-            s.push(')');
         }
         let _ = write!(s, " | kernel {} | euid {}", self.host.kernel_release, self.host.euid);
         s
@@ -216,9 +221,19 @@ impl Report {
         ];
         if let Some(p) = &self.plugin {
             props.push(("plugin.name", p.name.clone()));
-            props.push(("plugin.version", p.version.clone()));
-            props.push(("plugin.api_version", p.api_version.clone()));
+            if !p.version.is_empty() {
+                props.push(("plugin.version", p.version.clone()));
+            }
+            if !p.api_version.is_empty() {
+                props.push(("plugin.api_version", p.api_version.clone()));
+            }
             props.push(("plugin.transport", p.transport.clone()));
+            if let Some(address) = &p.address {
+                props.push(("plugin.address", address.clone()));
+            }
+            if let Some(implements) = &p.activate {
+                props.push(("plugin.activate", implements.join(",")));
+            }
             if let Some(path) = &p.path {
                 props.push(("plugin.path", path.clone()));
             }

@@ -81,6 +81,7 @@ pub fn run_case(case: &Case, subject: Option<&Subject>, opts: &Options) -> Outco
         }
     };
     let mut ctx = Ctx::new(case.id, dir.clone(), opts.repeat.max(1), opts.fixtures.clone());
+    ctx.remote = subject.and_then(|s| s.remote_target()).cloned();
     let mut outcome = match prepare(case, subject, &mut ctx) {
         Ok(()) => body(case, &mut ctx),
         Err(Stop::Fail(f)) => Outcome::Fail(f),
@@ -93,6 +94,13 @@ pub fn run_case(case: &Case, subject: Option<&Subject>, opts: &Options) -> Outco
     if catch_unwind(AssertUnwindSafe(|| ctx.drop_drivers())).is_err() {
         problems.push("dropping the driver panicked".into());
     }
+    // A remote driver's layers live outside the case root: mounts left at
+    // the paths `get` answered fail the case too, but stay (they are the
+    // plugin's to release).
+    let elsewhere = match ctx.mounts_left() {
+        Ok(m) => m.into_iter().filter(|p| !p.starts_with(&dir)).collect(),
+        Err(_) => Vec::new(),
+    };
     let leaked = match sys::mounts_under(&dir) {
         Ok(m) => m,
         Err(e) => {
@@ -117,6 +125,15 @@ pub fn run_case(case: &Case, subject: Option<&Subject>, opts: &Options) -> Outco
         );
         outcome = merge(outcome, leak);
     }
+    if !elsewhere.is_empty() {
+        let list: Vec<String> = elsewhere.iter().map(|p| p.display().to_string()).collect();
+        let leak = Failure::new(
+            "leak check after teardown (layers removed, cleanup called)",
+            "nothing mounted at the layer paths the driver answered",
+            format!("{} mount(s) left, not unmounted by the suite: {}", elsewhere.len(), list.join(", ")),
+        );
+        outcome = merge(outcome, leak);
+    }
     if !problems.is_empty() {
         outcome = merge(outcome, Failure::new("teardown", "every step to succeed", problems.join("; ")));
     }
@@ -128,12 +145,24 @@ pub fn run_case(case: &Case, subject: Option<&Subject>, opts: &Options) -> Outco
 fn prepare(case: &Case, subject: Option<&Subject>, ctx: &mut Ctx) -> Result<(), Stop> {
     let Some(kind) = case.suite.driver_kind() else { return Ok(()) };
     let Some(subject) = subject else {
-        return Err(Stop::Skip(format!("no plugin given: {} cases need --plugin PATH.so", case.suite)));
+        return Err(Stop::Skip(format!(
+            "no plugin given: {} cases need --plugin PATH.so or --remote ADDR",
+            case.suite
+        )));
     };
     let name = &subject.identity().name;
     if !subject.provides(kind) {
+        if let Some(r) = subject.remote_target() {
+            return Err(Stop::Skip(format!(
+                "remote plugin {name:?} does not implement {} (its /Plugin.Activate answered Implements {:?})",
+                berth_plugin_api::remote::wire::Subsystem::of(kind),
+                r.implements
+            )));
+        }
         return Err(Stop::Skip(format!("plugin {name:?} does not declare a {kind} driver")));
     }
+    // A remote plugin ignores these roots (it owns its storage), but the
+    // storage cases' ids are tagged from them (`remote::Tagged`).
     let root = ctx.dir().join("root");
     let run_root = ctx.dir().join("run");
     for d in [&root, &run_root] {

@@ -1,13 +1,16 @@
 //! The plugin under test: who it is, and how to make a fresh driver of each
-//! kind it provides — from a shared object, or from a linked constructor.
+//! kind it provides — from a shared object, a linked constructor, or a
+//! remote plugin (Docker's v1 plugin protocol, see [`crate::remote`]).
 
 use std::path::Path;
 use std::sync::Arc;
 
+use berth_core::remote::RemoteOptions;
 use berth_core::{load_library, Compat, LoadError};
 use berth_plugin_api::{DriverResult, Init, InitRequest, Kind, StorageDriver, VolumeDriver};
 use serde::Serialize;
 
+use crate::remote::RemoteTarget;
 use crate::sys;
 
 /// Builds a fresh storage driver for one case from its init request.
@@ -22,16 +25,27 @@ pub type VolumeFactory = Arc<dyn Fn(&InitRequest) -> DriverResult<Init<Arc<dyn V
 /// be cited.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Identity {
-    /// The manifest's name, e.g. `vfs`.
+    /// The manifest's name, e.g. `vfs` (for a remote plugin: the name the
+    /// suite calls it by).
     pub name: String,
-    /// The plugin's own version.
+    /// The plugin's own version (unknown, so empty, for a remote plugin).
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub version: String,
-    /// The plugin-api version it was built against.
+    /// The plugin-api version it was built against (empty for a remote
+    /// plugin).
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub api_version: String,
-    /// The driver kinds its manifest declares.
+    /// The driver kinds its manifest declares (remote: its `Implements`).
     pub kinds: Vec<Kind>,
-    /// `shared-object` or `linked`.
+    /// `shared-object`, `linked` or `remote`.
     pub transport: String,
+    /// A remote plugin's address, e.g. `unix:///run/docker/plugins/x.sock`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// A remote plugin's answer to `/Plugin.Activate`: `Implements`, as
+    /// answered (unknown entries included).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub activate: Option<Vec<String>>,
     /// The shared object, when loaded from one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
@@ -49,6 +63,7 @@ pub struct Subject {
     identity: Identity,
     storage: Option<StorageFactory>,
     volume: Option<VolumeFactory>,
+    remote: Option<RemoteTarget>,
 }
 
 impl std::fmt::Debug for Subject {
@@ -81,8 +96,46 @@ impl Subject {
             ),
             sha256: sys::sha256_file(path).ok(),
             compat: Some(lib.compat),
+            address: None,
+            activate: None,
         };
-        Ok(Subject { identity, storage, volume })
+        Ok(Subject { identity, storage, volume, remote: None })
+    }
+
+    /// A remote plugin at `address` (`unix:///path.sock`, a bare absolute
+    /// socket path, `tcp://host:port`, `http://host:port`,
+    /// `https://host:port`), activated now: its kinds are those its
+    /// `/Plugin.Activate` answer implements. `name` is what the suite calls
+    /// it (default: the socket's file stem, else `remote`). An unreachable
+    /// plugin, or one whose handshake fails, is the error.
+    ///
+    /// Its factories ignore the init request's roots (the plugin owns its
+    /// storage) and give a fresh client for every construction, so a
+    /// case's restart is a daemon restart against the same plugin process.
+    pub fn remote(address: &str, name: Option<&str>, options: RemoteOptions) -> DriverResult<Subject> {
+        let target = RemoteTarget::connect(address, name, options)?;
+        let kinds = target.kinds();
+        let t = target.clone();
+        let storage: Option<StorageFactory> = kinds.contains(&Kind::Storage).then(|| {
+            Arc::new(move |init: &InitRequest| Ok(Init::Ready(t.storage(&init.root)?))) as StorageFactory
+        });
+        let t = target.clone();
+        let volume: Option<VolumeFactory> = kinds
+            .contains(&Kind::Volume)
+            .then(|| Arc::new(move |_: &InitRequest| Ok(Init::Ready(t.volume()?))) as VolumeFactory);
+        let identity = Identity {
+            name: target.name.clone(),
+            version: String::new(),
+            api_version: String::new(),
+            kinds,
+            transport: "remote".into(),
+            path: None,
+            sha256: None,
+            compat: None,
+            address: Some(target.address.clone()),
+            activate: Some(target.implements.clone()),
+        };
+        Ok(Subject { identity, storage, volume, remote: Some(target) })
     }
 
     /// A linked storage driver (the library use: a driver crate runs the
@@ -95,7 +148,12 @@ impl Subject {
     {
         let factory: StorageFactory =
             Arc::new(move |init| Ok(factory(init.clone())?.map(|d| Arc::new(d) as Arc<dyn StorageDriver>)));
-        Subject { identity: linked(name, version, Kind::Storage), storage: Some(factory), volume: None }
+        Subject {
+            identity: linked(name, version, Kind::Storage),
+            storage: Some(factory),
+            volume: None,
+            remote: None,
+        }
     }
 
     /// A linked volume driver, like [`Subject::linked_storage`]: `factory`
@@ -108,7 +166,12 @@ impl Subject {
     {
         let factory: VolumeFactory =
             Arc::new(move |init| Ok(factory(init.clone())?.map(|d| Arc::new(d) as Arc<dyn VolumeDriver>)));
-        Subject { identity: linked(name, version, Kind::Volume), storage: None, volume: Some(factory) }
+        Subject {
+            identity: linked(name, version, Kind::Volume),
+            storage: None,
+            volume: Some(factory),
+            remote: None,
+        }
     }
 
     /// Who it is.
@@ -124,6 +187,11 @@ impl Subject {
     /// The volume factory, when the plugin declares a volume driver.
     pub fn volume(&self) -> Option<&VolumeFactory> {
         self.volume.as_ref()
+    }
+
+    /// The remote plugin, when the subject is one.
+    pub fn remote_target(&self) -> Option<&RemoteTarget> {
+        self.remote.as_ref()
     }
 
     /// Whether the plugin declares a driver of `kind`.
@@ -143,5 +211,7 @@ fn linked(name: &str, version: &str, kind: Kind) -> Identity {
         path: None,
         sha256: None,
         compat: None,
+        address: None,
+        activate: None,
     }
 }

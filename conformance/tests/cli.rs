@@ -50,9 +50,21 @@ fn help_is_everywhere() {
         assert!(String::from_utf8_lossy(&out.stdout).contains("Usage"), "{args:?}");
     }
     let run_help = String::from_utf8_lossy(&bin(&["run", "--help"]).stdout).into_owned();
-    for flag in ["--plugin", "--fixtures", "--kind", "--only", "--skip", "--repeat", "--format", "--output"] {
+    for flag in [
+        "--plugin",
+        "--remote",
+        "--name",
+        "--fixtures",
+        "--kind",
+        "--only",
+        "--skip",
+        "--repeat",
+        "--format",
+        "--output",
+    ] {
         assert!(run_help.contains(flag), "{flag} missing from run --help");
     }
+    assert!(run_help.contains("berth-conformance run --remote unix:///"), "{run_help}");
 }
 
 #[test]
@@ -77,7 +89,41 @@ fn usage_and_load_errors_exit_2_with_one_line() {
 }
 
 #[test]
-fn pl_cases_without_fixtures_skip_and_exit_0() {
+fn remote_usage_and_connection_errors_exit_2_with_one_line() {
+    let missing = "unix:///nonexistent/berth-conformance/x.sock";
+    let cases: [(&[&str], &[&str]); 5] = [
+        (
+            &["run", "--plugin", "/x/libx.so", "--remote", "/y.sock"],
+            &["either --plugin PATH.so or --remote ADDR, not both"],
+        ),
+        (
+            &["run", "--kind", "volume"],
+            &["VL-01", "need a driver under test: give --plugin PATH.so or --remote ADDR"],
+        ),
+        (&["run", "--only", "ST-01"], &["give --plugin PATH.so or --remote ADDR"]),
+        (&["run", "--remote", "nonsense"], &["remote plugin at nonsense cannot be used", "has no protocol"]),
+        (
+            &["run", "--remote", missing],
+            &[missing, "cannot be used: unavailable", "No such file or directory"],
+        ),
+    ];
+    for (args, needles) in cases {
+        let out = bin(args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        for n in needles {
+            assert!(err.contains(n), "{args:?}: {n:?} missing from {err}");
+        }
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+    let out = bin(&["run", "--name", "x"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--remote"), "{}", stderr(&out));
+}
+
+#[test]
+fn pl_cases_without_fixtures_run_the_protocol_cases_skip_the_loader_ones_and_exit_0() {
     let out = bin(&["run", "--kind", "plugin"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let text = String::from_utf8_lossy(&out.stdout);
@@ -85,5 +131,5 @@ fn pl_cases_without_fixtures_skip_and_exit_0() {
         text.contains("PL-09") && text.contains("skip") && text.contains("fixture plugins not built"),
         "{text}"
     );
-    assert!(text.contains("0 passed, 0 failed, 2 skipped"), "{text}");
+    assert!(text.contains("8 passed, 0 failed, 2 skipped"), "{text}");
 }

@@ -183,8 +183,9 @@ fn a_plugin_dying_mid_call_is_unavailable() {
     assert_eq!(e.kind, ErrorKind::Unavailable);
     assert!(e.message.starts_with("plugin \"p\": VolumeDriver.Get: no answer"), "{}", e.message);
     assert!(start.elapsed() < Duration::from_secs(1), "a request that reached the plugin is not retried");
-    // The keep-alive connection of the handshake is retried once, fresh.
-    assert_eq!(server.count("/VolumeDriver.Get"), 2);
+    // The request went out on the connection the handshake just used: it
+    // may have been carried out, so it is not sent again.
+    assert_eq!(server.count("/VolumeDriver.Get"), 1);
     assert_eq!(p.status().state, "unreachable");
 }
 

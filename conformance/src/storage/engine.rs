@@ -7,9 +7,10 @@
 //!   child's mounted trees. A native answer of `unsupported` falls back to
 //!   the naive engine, as the core does.
 //! * Import: a new layer made with `create` and filled by the driver's
-//!   `apply_diff`; without a diff driver, a layer made with `create_rw`,
-//!   mounted, filled by `layers::apply` and released (a read-only layer's
-//!   mount cannot be written).
+//!   `apply_diff`; without a diff driver (or when `apply_diff` answers
+//!   `unsupported`, and the layer is removed again), a layer made with
+//!   `create_rw`, mounted, filled by `layers::apply` and released (a
+//!   read-only layer's mount cannot be written).
 
 use berth_core::layers::{self, ApplyOptions};
 use berth_plugin_api::storage::{ApplyDiffRequest, Change, ChangesRequest, DiffRequest, DiffSizeRequest};
@@ -103,7 +104,13 @@ pub fn import(ctx: &mut Ctx, id: &str, parent: &str, tar: &[u8]) -> Result<Drive
         ctx.create(id, parent)?;
         let d = ctx.storage().as_diff().expect("checked above");
         let mut input: &[u8] = tar;
-        return Ok(d.apply_diff(ApplyDiffRequest::new(id, parent), &mut input).map(|r| r.size));
+        match d.apply_diff(ApplyDiffRequest::new(id, parent), &mut input) {
+            // No native apply after all (a remote graph driver offers the
+            // capability on the wire whatever the driver behind it has):
+            // the naive engine, as for export.
+            Err(e) if e.kind == ErrorKind::Unsupported => ctx.remove(id)?,
+            other => return Ok(other.map(|r| r.size)),
+        }
     }
     ctx.create_rw(id, parent)?;
     let p = ctx.get(id)?;

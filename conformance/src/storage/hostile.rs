@@ -8,7 +8,9 @@
 //! sentinel (content, modes, owners, xattrs, mtimes, ctimes, link counts),
 //! lists the case root, reads the base layer, and looks for any path named
 //! `evil*` anywhere under the case root: every entry meant to land outside
-//! has such a name, so wherever a `..` or a symlink took it, it shows.
+//! has such a name, so wherever a `..` or a symlink took it, it shows. For
+//! a remote plugin, whose layers live outside the case root, the directory
+//! holding the base layer's path is listed too (where `..` lands).
 //!
 //! Device nodes are hostile only "where not allowed": the naive engine
 //! (default `ApplyOptions`) refuses them; a driver's own `apply_diff` may
@@ -146,14 +148,22 @@ fn evil_paths(dir: &Path) -> Vec<PathBuf> {
 struct Outside {
     sentinel: Snapshot,
     listing: BTreeSet<String>,
+    beside: BTreeSet<String>,
     base: Snapshot,
     evil: Vec<PathBuf>,
 }
 
-fn look(ctx: &mut Ctx, sentinel: &Path) -> Result<Outside, Stop> {
+/// `beside`: for a driver whose layers live outside the case root (a
+/// remote plugin), the directory holding the base layer's path, where a
+/// `..` from a layer root lands.
+fn look(ctx: &mut Ctx, sentinel: &Path, beside: Option<&Path>) -> Result<Outside, Stop> {
     Ok(Outside {
         sentinel: io("snapshot the sentinel", oracle::snapshot_strict(sentinel))?,
         listing: io("list the case root", listing(ctx.dir()))?,
+        beside: match beside {
+            Some(d) => io(format!("list {}", d.display()), listing(d))?,
+            None => BTreeSet::new(),
+        },
         base: ctx.layer_tree("st15-base")?,
         evil: evil_paths(ctx.dir()),
     })
@@ -202,6 +212,13 @@ pub(super) fn st15_hostile(ctx: &mut Ctx) -> CaseResult {
     ctx.create_rw("st15-base", "")?;
     ctx.edit_layer("st15-base", "fill, with symlink low to the sentinel", &[&base])?;
     let how = engine::engine(ctx);
+    let beside = if ctx.shared_driver() {
+        let p = ctx.get("st15-base")?;
+        ctx.put("st15-base")?;
+        p.parent().filter(|d| !d.starts_with(ctx.dir())).map(Path::to_path_buf)
+    } else {
+        None
+    };
 
     // A harmless tar applies: the refusals below are not blanket ones.
     let good = RawTar::new()
@@ -225,7 +242,7 @@ pub(super) fn st15_hostile(ctx: &mut Ctx) -> CaseResult {
     let mut wrong = Vec::new();
     for (n, (what, tar, allowed)) in hostile_tars(&abs).into_iter().enumerate() {
         let id = format!("st15-h{n:02}");
-        let before = look(ctx, &sentinel)?;
+        let before = look(ctx, &sentinel, beside.as_deref())?;
         let res = engine::import(ctx, &id, "st15-base", &tar)?;
         let mut inside = None;
         if let (Ok(_), Allowed::Device(path, kind, dev)) = (&res, allowed) {
@@ -234,11 +251,15 @@ pub(super) fn st15_hostile(ctx: &mut Ctx) -> CaseResult {
         // Removing the layer takes what it holds away; what is left was
         // made outside it.
         ctx.remove(&id)?;
-        let after = look(ctx, &sentinel)?;
+        let after = look(ctx, &sentinel, beside.as_deref())?;
         let mut outside = before.sentinel.differences(&after.sentinel);
         outside.extend(before.base.differences(&after.base).into_iter().map(|d| format!("base layer {d}")));
         for name in after.listing.symmetric_difference(&before.listing) {
             outside.push(format!("case root entry {name:?} appeared or vanished"));
+        }
+        for name in after.beside.symmetric_difference(&before.beside) {
+            let d = beside.as_deref().unwrap_or(Path::new("?")).display().to_string();
+            outside.push(format!("entry {name:?} beside the layers, in {d}, appeared or vanished"));
         }
         let new = after.evil.iter().filter(|p| !before.evil.contains(p));
         outside.extend(new.map(|p| format!("{} created", p.display())));

@@ -10,7 +10,6 @@ use super::build::{file, me};
 use super::oracle::Snapshot;
 use crate::case::{check, describe_error, err_kind, io, CaseResult, Failure, Stop};
 use crate::ctx::Ctx;
-use crate::sys;
 
 /// Whether the driver's status declares quota support: `Some(false)` for a
 /// `Quota` pair saying `unsupported`, `false`, `no` or `none`; `Some(true)`
@@ -143,12 +142,15 @@ pub(super) fn st19_reopen(ctx: &mut Ctx) -> CaseResult {
     for (id, _, _) in LAYERS {
         ctx.get(id)?;
     }
-    let before = io("read the mount table", sys::mounts_under(ctx.dir()))?;
+    let before = io("read the mount table", ctx.mounts_left())?;
     ctx.cleanup_storage("with every layer mounted")?;
-    let left = io("read the mount table", sys::mounts_under(ctx.dir()))?;
+    let left = io("read the mount table", ctx.mounts_left())?;
     check(
         left.is_empty(),
-        format!("mount table after cleanup ({} mount(s) under the case root before it)", before.len()),
+        format!(
+            "mount table after cleanup ({} mount(s) under the case root and the layers' paths before it)",
+            before.len()
+        ),
         "nothing mounted under the driver's roots",
         format!("{} left: {}", left.len(), list(&left)),
     )?;
@@ -197,7 +199,7 @@ pub(super) fn st19_reopen(ctx: &mut Ctx) -> CaseResult {
         ctx.get(id)?;
     }
     ctx.cleanup_storage("of the reopened driver, with every layer mounted")?;
-    let left = io("read the mount table", sys::mounts_under(ctx.dir()))?;
+    let left = io("read the mount table", ctx.mounts_left())?;
     check(
         left.is_empty(),
         "mount table after cleanup of the reopened driver",

@@ -10,7 +10,9 @@
 //! Teardown releases every mount id the driver answered and nobody
 //! released, then removes every volume it created and nobody removed;
 //! the runner's leak check then looks for mounts left under the case root.
-//! Volume names are prefixed with the case id so a leftover names its case.
+//! Volume names are prefixed with the case id so a leftover names its case
+//! (and, against a remote plugin, whose volumes outlive the case, the
+//! checks of "no volumes left" look at the case's own names only).
 //!
 //! VL-01, VL-02 and VL-06 live in `names.rs`; VL-03..VL-05 in `mounts.rs`;
 //! VL-07..VL-09 in `state.rs`.
@@ -150,6 +152,14 @@ fn service_names(svc: &VolumeService, when: &str) -> Result<BTreeMap<String, Str
 fn driver_names(driver: &dyn VolumeDriver, when: &str) -> Result<Vec<String>, Stop> {
     let list = ok(format!("list at the driver {when}"), driver.list(VolumeListRequest::default()))?;
     Ok(list.into_iter().map(|v| v.name).collect())
+}
+
+/// `names` as the case's checks see them: all of them, except for a
+/// driver whose state outlives the case (a remote plugin may hold other
+/// volumes), where only this case's own (`vl01-…`) count.
+fn case_names(ctx: &Ctx, names: impl IntoIterator<Item = String>) -> Vec<String> {
+    let prefix = format!("{}-", ctx.id().to_ascii_lowercase().replace('-', ""));
+    names.into_iter().filter(|n| !ctx.shared_driver() || n.starts_with(&prefix)).collect()
 }
 
 /// A mount id for direct driver calls: 64 hex digits, as the core makes.

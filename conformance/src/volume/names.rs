@@ -8,8 +8,8 @@ use berth_plugin_api::volume::*;
 use berth_plugin_api::{ErrorKind, VolumeDriver};
 
 use super::{
-    create_req, driver_names, mount_id, refused, service, service_names, CallLog, MemoryVolumeDriver, Method,
-    Recording, NOT_FOUND,
+    case_names, create_req, driver_names, mount_id, refused, service, service_names, CallLog,
+    MemoryVolumeDriver, Method, Recording, NOT_FOUND,
 };
 use crate::case::{check, describe_error, io, ok, CaseResult, Failure};
 use crate::ctx::Ctx;
@@ -105,7 +105,7 @@ pub(super) fn vl01_unknown_names(ctx: &mut Ctx) -> CaseResult {
             svc.remove(name, true),
         )?;
     }
-    let listed = service_names(&svc, "at the end")?;
+    let listed = case_names(ctx, service_names(&svc, "at the end")?.into_keys());
     check(listed.is_empty(), "list through the service at the end", "no volumes", format!("{listed:?}"))
 }
 

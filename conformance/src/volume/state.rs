@@ -7,7 +7,9 @@ use berth_plugin_api::volume::*;
 use berth_plugin_api::ErrorKind;
 
 use super::proxy::short;
-use super::{create_req, driver_names, refused, scope_str, service, service_names, Method, NOT_FOUND};
+use super::{
+    case_names, create_req, driver_names, refused, scope_str, service, service_names, Method, NOT_FOUND,
+};
 use crate::case::{check, io, ok, CaseResult};
 use crate::ctx::Ctx;
 
@@ -124,7 +126,7 @@ pub(super) fn vl08_restart(ctx: &mut Ctx) -> CaseResult {
             ok(format!("forced remove of removed {n:?} through the service (#{i})"), svc.remove(n, true))?;
         }
     }
-    let at_driver = driver_names(ctx.volume(), "at the end")?;
+    let at_driver = case_names(ctx, driver_names(ctx.volume(), "at the end")?);
     check(at_driver.is_empty(), "list at the driver at the end", "no volumes", format!("{at_driver:?}"))
 }
 

@@ -630,6 +630,10 @@ fn construct(
 }
 
 fn log_entry(e: &PluginEntry) {
+    if let (Some(r), State::Ready) = (&e.remote, &e.state) {
+        tracing::info!(plugin = %e.name, address = r.address(), "remote plugin configured (activated in the background and on first use)");
+        return;
+    }
     match &e.state {
         State::Ready => {
             for d in &e.drivers {

@@ -211,7 +211,11 @@ pub(crate) struct Conn {
     wbuf: Vec<u8>,
     /// The identity of the unix socket file connected to.
     pub(crate) inode: Option<FileId>,
-    /// Whether this connection served an earlier call.
+    /// Whether this connection sat idle in the pool since its last
+    /// exchange: a failure before any answer byte may then be the plugin
+    /// having closed it meanwhile, and is retried once on a fresh one.
+    /// Cleared by each exchange, so a request that already went out on
+    /// this connection in the same call is never sent twice.
     pub(crate) reused: bool,
 }
 

@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use berth_plugin_api::ipam::*;
 use berth_plugin_api::remote::wire::Subsystem;
-use berth_plugin_api::{DriverError, DriverResult, IpamDriver};
+use berth_plugin_api::{DriverError, DriverResult, ErrorKind, IpamDriver};
 
+use super::plugin::GARBAGE;
 use super::util::is_cidr;
 use super::RemotePlugin;
 
@@ -79,7 +80,28 @@ impl IpamDriver for RemoteIpam {
     /// The answer must be a CIDR; otherwise the address asked for (or, if
     /// none was, the text answered) is released again and the call fails.
     fn request_address(&self, req: RequestAddressRequest) -> DriverResult<RequestAddressResponse> {
-        let resp: RequestAddressResponse = self.plugin.call(SUB, "RequestAddress", Some(&req))?;
+        let resp: RequestAddressResponse = match self.plugin.call(SUB, "RequestAddress", Some(&req)) {
+            Ok(resp) => resp,
+            // The plugin answered 200 with a body that is not the answer
+            // (garbage): it may hold the address it was asked for now.
+            Err(e)
+                if !req.address.is_empty()
+                    && e.kind == ErrorKind::Internal
+                    && e.message.contains(GARBAGE) =>
+            {
+                let release = req.address.clone();
+                let tail = match self
+                    .release_address(ReleaseAddressRequest::new(req.pool_id.clone(), release.clone()))
+                {
+                    Ok(()) => format!("; released it with ReleaseAddress {release:?}"),
+                    Err(r) => {
+                        format!("; releasing it with ReleaseAddress {release:?} failed too: {}", r.message)
+                    }
+                };
+                return Err(DriverError::new(e.kind, format!("{}{tail}", e.message)));
+            }
+            Err(e) => return Err(e),
+        };
         if is_cidr(&resp.address) {
             return Ok(resp);
         }
@@ -119,6 +141,22 @@ mod tests {
         assert_eq!(e.kind, ErrorKind::Internal);
         assert!(e.message.contains("not a CIDR") && e.message.contains("released it"), "{}", e.message);
         assert_eq!(server.last("/IpamDriver.ReleasePool").text(), "{\"PoolID\":\"p1\"}\n");
+    }
+
+    #[test]
+    fn a_requested_address_answered_with_garbage_is_released_again() {
+        let (_d, server, p) = plugin(IPAM, |r| match r.path.as_str() {
+            "/IpamDriver.RequestAddress" => Reply::ok("<html>no</html>"),
+            _ => Reply::ok("{}"),
+        });
+        let mut req = RequestAddressRequest::new("p1");
+        req.address = "10.0.0.7".into();
+        let e = p.ipam().request_address(req).unwrap_err();
+        assert!(e.message.contains("garbage") && e.message.contains("released it"), "{}", e.message);
+        assert_eq!(
+            server.last("/IpamDriver.ReleaseAddress").text(),
+            "{\"PoolID\":\"p1\",\"Address\":\"10.0.0.7\"}\n"
+        );
     }
 
     #[test]

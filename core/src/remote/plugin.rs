@@ -24,6 +24,9 @@ use super::{Found, RemoteIpam, RemoteNetwork, RemoteOptions, RemoteStorage, Remo
 
 /// Successful call latencies kept for [`RemoteStatus::p50_us`].
 const RECENT: usize = 64;
+/// What an answer that does not decode is called in error messages.
+pub(crate) const GARBAGE: &str = "answered garbage";
+
 /// The longest a background probe waits for `/Plugin.Activate`.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -328,7 +331,7 @@ impl RemotePlugin {
             Some(e) => Err(e.context(self.label(sub, method))),
             None => tolerant::from_slice(&answer.body).map_err(|e| {
                 DriverError::internal(format!(
-                    "{}: answered garbage: {e}: {}",
+                    "{}: {GARBAGE}: {e}: {}",
                     self.label(sub, method),
                     excerpt(&answer.body)
                 ))
@@ -522,7 +525,7 @@ impl RemotePlugin {
             };
             match c.exchange(&self.host, path, body.reborrow(), sink.reborrow(), limit) {
                 Ok((answer, reusable)) => {
-                    c.reused = true;
+                    c.reused = false;
                     return Ok((answer, reusable.then_some(c)));
                 }
                 // Not for a streamed body: part of it may be gone.
@@ -544,7 +547,7 @@ impl RemotePlugin {
                 self.name
             ))),
             HttpError::Malformed(m) => {
-                Fail::Error(DriverError::internal(format!("plugin {:?}: answered garbage: {m}", self.name)))
+                Fail::Error(DriverError::internal(format!("plugin {:?}: {GARBAGE}: {m}", self.name)))
             }
             HttpError::Source(e) => {
                 Fail::Error(DriverError::io(format!("plugin {:?}: read the stream to send", self.name), &e))
@@ -605,10 +608,7 @@ impl RemotePlugin {
             return Err(Fail::Error(e.context(label)));
         }
         let resp: ActivateResponse = tolerant::from_slice(&answer.body).map_err(|e| {
-            Fail::Error(DriverError::internal(format!(
-                "{label}: answered garbage: {e}: {}",
-                excerpt(&answer.body)
-            )))
+            Fail::Error(DriverError::internal(format!("{label}: {GARBAGE}: {e}: {}", excerpt(&answer.body))))
         })?;
         let subsystems = resp.implements.iter().filter_map(|s| Subsystem::parse(s)).collect();
         let mut a = self.activation();

@@ -331,7 +331,10 @@ impl Pool {
             let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
             loop {
                 match idle.pop() {
-                    Some((conn, since)) if since.elapsed() < IDLE_TIMEOUT => break Some(conn),
+                    Some((mut conn, since)) if since.elapsed() < IDLE_TIMEOUT => {
+                        conn.reused = true;
+                        break Some(conn);
+                    }
                     Some((conn, _)) => expired.push(conn),
                     None => break None,
                 }

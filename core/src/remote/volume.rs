@@ -200,4 +200,21 @@ mod tests {
             Scope::Local
         );
     }
+
+    #[test]
+    fn a_mount_is_never_sent_twice_even_on_the_connection_the_handshake_used() {
+        // The handshake and the Mount share one fresh connection; the plugin
+        // reads the Mount and drops the connection without answering.
+        let (_d, server, p) = plugin(&["VolumeDriver"], |r| match r.path.as_str() {
+            "/VolumeDriver.Mount" => Reply::Close,
+            _ => Reply::ok("{}"),
+        });
+        let e = p.volume().mount(VolumeMountRequest::new("v", "id1")).unwrap_err();
+        assert_eq!(e.kind, crate::ErrorKind::Unavailable, "{e:?}");
+        assert_eq!(
+            server.count("/VolumeDriver.Mount"),
+            1,
+            "a Mount that may have happened is not sent again"
+        );
+    }
 }
