@@ -3,7 +3,9 @@
 # needs a btrfs filesystem under the case roots, so this makes one: a 1 GiB
 # sparse image on a loop device, mkfs.btrfs, mounted under a fresh temp
 # dir; the runner's --workdir puts every case root on it. Keeps the JUnit
-# report in target/reports/conformance-btrfs.xml, then prints the table.
+# report in target/reports/conformance-btrfs.xml, then prints the table,
+# then runs the suite again through Docker's plugin protocol (the driver
+# served by berth-plugin-host; report conformance-btrfs-remote.xml).
 # The filesystem is unmounted, the loop device detached and the image
 # deleted on every exit. Run as root from anywhere, after
 # `cargo build --workspace`; needs btrfs-progs (mkfs.btrfs) and losetup.
@@ -22,7 +24,9 @@ command -v mkfs.btrfs >/dev/null ||
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/berth-btrfs-conformance.XXXXXX")
 dev=""
+host=""
 cleanup() {
+  if [ -n "$host" ]; then kill "$host" 2>/dev/null || true; wait "$host" 2>/dev/null || true; fi
   if mountpoint -q "$tmp/mnt"; then umount --lazy "$tmp/mnt" || echo "ci-conformance: cannot unmount $tmp/mnt" >&2; fi
   if [ -n "$dev" ]; then losetup --detach "$dev" || echo "ci-conformance: cannot detach $dev" >&2; fi
   rm -rf "$tmp"
@@ -44,5 +48,21 @@ report=target/reports/conformance-btrfs.xml
 "$bin" run --plugin "$plugin" --workdir "$tmp/mnt/work"
 if grep -q '<skipped' "$report"; then
   echo "ci-conformance: cases were skipped on a loop btrfs (see $report)" >&2
+  exit 1
+fi
+
+# The same suite through Docker's plugin protocol: the driver served out of
+# process by berth-plugin-host, its root on the same loop btrfs.
+mkdir "$tmp/mnt/host"
+target/debug/berth-plugin-host --plugin "$plugin" --socket "$tmp/btrfs.sock" --name btrfs \
+  --root "$tmp/mnt/host/root" --run-root "$tmp/host-run" >"$tmp/host.log" 2>&1 &
+host=$!
+for _ in $(seq 1 100); do [ -S "$tmp/btrfs.sock" ] && break; sleep 0.1; done
+[ -S "$tmp/btrfs.sock" ] || { cat "$tmp/host.log"; echo "ci-conformance: berth-plugin-host did not serve btrfs" >&2; exit 1; }
+remote_report=target/reports/conformance-btrfs-remote.xml
+"$bin" run --remote "unix://$tmp/btrfs.sock" --kind storage --workdir "$tmp/mnt/work" \
+  --format junit --output "$remote_report"
+if grep -q '<skipped' "$remote_report"; then
+  echo "ci-conformance: cases were skipped through the remote transport (see $remote_report)" >&2
   exit 1
 fi
