@@ -1,16 +1,24 @@
 //! The one HTTP client of the CLI: HTTP/1.1 over berthd's unix socket,
-//! on a current-thread runtime, one connection per request.
+//! on a current-thread runtime, one connection per request. Archives go
+//! both ways as streams ([`Client::post_stream`], [`Client::get_stream`]),
+//! never whole in memory.
 
+use std::io::{Read, Write};
 use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::header::{HeaderValue, CONTENT_TYPE, HOST};
-use hyper::{Method, Request, StatusCode};
+use hyper::body::{Frame, Incoming, SizeHint};
+use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, HOST};
+use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use tokio::net::UnixStream;
+use tokio::sync::mpsc;
 
 use crate::CliError;
 
@@ -87,30 +95,32 @@ impl Client {
             }
             None => Bytes::new(),
         };
-        let req = req
-            .header(HOST, HeaderValue::from_static("berth"))
-            .header("User-Agent", concat!("berth-cli/", env!("CARGO_PKG_VERSION")))
+        let req = with_common_headers(req)
             .body(Full::new(payload))
             .map_err(|e| CliError::Other(format!("build request {uri}: {e}")))?;
         let (status, body) = self.rt.block_on(self.send(req))?;
         if status.is_success() {
             return Ok(body);
         }
-        Err(match serde_json::from_slice::<ErrorBody>(&body) {
-            Ok(e) => CliError::Api { status: status.as_u16(), kind: e.kind, message: e.message },
-            Err(_) => CliError::Api {
-                status: status.as_u16(),
-                kind: None,
-                message: if body.is_empty() {
-                    format!("berthd answered {status}")
-                } else {
-                    String::from_utf8_lossy(&body).trim().to_string()
-                },
-            },
-        })
+        Err(api_error(status, &body))
     }
 
     async fn send(&self, req: Request<Full<Bytes>>) -> Result<(StatusCode, Bytes), CliError> {
+        let (response, conn) = self.open(req).await?;
+        let status = response.status();
+        let body = response.into_body().collect().await.map_err(|e| self.lost(e))?.to_bytes();
+        conn.finish().await;
+        Ok((status, body))
+    }
+
+    /// Sends `req` on a new connection and answers once the response head
+    /// is in; the request body keeps going meanwhile.
+    async fn open<B>(&self, req: Request<B>) -> Result<(Response<Incoming>, Open<B>), CliError>
+    where
+        B: hyper::body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let stream = UnixStream::connect(&self.socket).await.map_err(|e| CliError::Unreachable {
             message: format!(
                 "cannot connect to berthd at {}: {e}. Is berthd running? Start it (e.g. `berthd --socket {}`) \
@@ -119,18 +129,215 @@ impl Client {
                 self.socket.display()
             ),
         })?;
-        let lost = |e: hyper::Error| CliError::Unreachable {
-            message: format!("lost the connection to berthd at {}: {e}", self.host),
-        };
         let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(lost)?;
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| self.lost(e))?;
         let conn = tokio::spawn(conn);
-        let resp = sender.send_request(req).await.map_err(lost)?;
-        let status = resp.status();
-        let body = resp.into_body().collect().await.map_err(lost)?.to_bytes();
-        drop(sender);
-        let _ = conn.await;
-        Ok((status, body))
+        let response = sender.send_request(req).await.map_err(|e| self.lost(e))?;
+        Ok((response, Open { sender, conn }))
+    }
+
+    fn lost(&self, e: hyper::Error) -> CliError {
+        CliError::Unreachable { message: format!("lost the connection to berthd at {}: {e}", self.host) }
+    }
+
+    /// `POST path` with `source` as the body (sent as it is read, never
+    /// whole in memory; `size` when known), calling `sent` with each
+    /// chunk's length; then reads the answer, a stream of JSON messages
+    /// (Docker's), and calls `message` with each.
+    pub fn post_stream(
+        &self,
+        path: &str,
+        content_type: &'static str,
+        source: Box<dyn Read + Send>,
+        size: Option<u64>,
+        sent: Box<dyn FnMut(u64) + Send>,
+        message: &mut dyn FnMut(serde_json::Value) -> Result<(), CliError>,
+    ) -> Result<(), CliError> {
+        let uri = format!("/v{API_VERSION}{path}");
+        let (tx, rx) = mpsc::channel(UPLOAD_CHUNKS);
+        let read_error = Arc::new(Mutex::new(None::<String>));
+        let reader = std::thread::spawn({
+            let read_error = Arc::clone(&read_error);
+            move || feed(source, tx, sent, &read_error)
+        });
+        let mut req = Request::builder()
+            .method(Method::POST)
+            .uri(&uri)
+            .header(CONTENT_TYPE, HeaderValue::from_static(content_type));
+        if let Some(size) = size {
+            req = req.header(CONTENT_LENGTH, size);
+        }
+        let req = with_common_headers(req)
+            .body(ChannelBody { rx, size })
+            .map_err(|e| CliError::Other(format!("build request {uri}: {e}")))?;
+        let result = self.rt.block_on(async {
+            let (response, conn) = self.open(req).await?;
+            let status = response.status();
+            if !status.is_success() {
+                let body = response.into_body().collect().await.map_err(|e| self.lost(e))?.to_bytes();
+                return Err(api_error(status, &body));
+            }
+            let mut body = response.into_body();
+            let mut pending: Vec<u8> = Vec::new();
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(|e| self.lost(e))?;
+                let Ok(data) = frame.into_data() else { continue };
+                pending.extend_from_slice(&data);
+                while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+                    let line: Vec<u8> = pending.drain(..=end).collect();
+                    json_line(&line, message)?;
+                }
+            }
+            json_line(&pending, message)?;
+            conn.finish().await;
+            Ok(())
+        });
+        // The reader ends once its chunks are sent or the body is dropped.
+        let _ = reader.join();
+        if let Some(e) = read_error.lock().map(|mut g| g.take()).unwrap_or(None) {
+            return Err(CliError::Other(e));
+        }
+        result
+    }
+
+    /// `GET path`, writing the answer's body to `out` as it arrives and
+    /// calling `received` with each chunk's length. An answer cut short is
+    /// an error, never a short success.
+    pub fn get_stream(
+        &self,
+        path: &str,
+        out: &mut dyn Write,
+        received: &mut dyn FnMut(u64),
+    ) -> Result<(), CliError> {
+        let uri = format!("/v{API_VERSION}{path}");
+        let req = with_common_headers(Request::builder().method(Method::GET).uri(&uri))
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| CliError::Other(format!("build request {uri}: {e}")))?;
+        self.rt.block_on(async {
+            let (response, conn) = self.open(req).await?;
+            let status = response.status();
+            if !status.is_success() {
+                let body = response.into_body().collect().await.map_err(|e| self.lost(e))?.to_bytes();
+                return Err(api_error(status, &body));
+            }
+            let mut body = response.into_body();
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(|e| {
+                    CliError::Other(format!("berthd cut the answer short (its log says why): {e}"))
+                })?;
+                let Ok(data) = frame.into_data() else { continue };
+                out.write_all(&data).map_err(|e| CliError::Other(format!("write the answer: {e}")))?;
+                received(data.len() as u64);
+            }
+            conn.finish().await;
+            Ok(())
+        })
+    }
+}
+
+/// Request chunks in flight between the reading thread and the socket.
+const UPLOAD_CHUNKS: usize = 8;
+/// Bytes per request chunk.
+const UPLOAD_CHUNK: usize = 256 << 10;
+
+/// The connection of an open request, to wind down once its answer is read.
+struct Open<B> {
+    sender: hyper::client::conn::http1::SendRequest<B>,
+    conn: tokio::task::JoinHandle<Result<(), hyper::Error>>,
+}
+
+impl<B> Open<B> {
+    /// Closes the connection once the answer is read.
+    async fn finish(self) {
+        drop(self.sender);
+        let _ = self.conn.await;
+    }
+}
+
+fn with_common_headers(req: hyper::http::request::Builder) -> hyper::http::request::Builder {
+    req.header(HOST, HeaderValue::from_static("berth"))
+        .header("User-Agent", concat!("berth-cli/", env!("CARGO_PKG_VERSION")))
+}
+
+/// The error of a non-2xx answer.
+fn api_error(status: StatusCode, body: &[u8]) -> CliError {
+    match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(e) => CliError::Api { status: status.as_u16(), kind: e.kind, message: e.message },
+        Err(_) => CliError::Api {
+            status: status.as_u16(),
+            kind: None,
+            message: if body.is_empty() {
+                format!("berthd answered {status}")
+            } else {
+                String::from_utf8_lossy(body).trim().to_string()
+            },
+        },
+    }
+}
+
+/// One line of a JSON message stream (blank lines are skipped).
+fn json_line(
+    line: &[u8],
+    message: &mut dyn FnMut(serde_json::Value) -> Result<(), CliError>,
+) -> Result<(), CliError> {
+    if line.iter().all(u8::is_ascii_whitespace) {
+        return Ok(());
+    }
+    let value = serde_json::from_slice(line).map_err(|e| {
+        CliError::Other(format!("cannot decode berthd's message {:?}: {e}", String::from_utf8_lossy(line)))
+    })?;
+    message(value)
+}
+
+/// Reads `source` in chunks into `tx` until its end, a read error (kept in
+/// `error`, and sent on so the request fails) or the request is dropped.
+fn feed(
+    mut source: Box<dyn Read + Send>,
+    tx: mpsc::Sender<std::io::Result<Bytes>>,
+    mut sent: Box<dyn FnMut(u64) + Send>,
+    error: &Mutex<Option<String>>,
+) {
+    loop {
+        let mut buf = vec![0u8; UPLOAD_CHUNK];
+        let n = match source.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                if let Ok(mut g) = error.lock() {
+                    *g = Some(format!("cannot read the archive: {e}"));
+                }
+                let _ = tx.blocking_send(Err(e));
+                return;
+            }
+        };
+        buf.truncate(n);
+        if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
+            return;
+        }
+        sent(n as u64);
+    }
+}
+
+/// A request body fed by [`feed`].
+struct ChannelBody {
+    rx: mpsc::Receiver<std::io::Result<Bytes>>,
+    size: Option<u64>,
+}
+
+impl hyper::body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        self.rx.poll_recv(cx).map(|chunk| chunk.map(|r| r.map(Frame::data)))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.size.map(SizeHint::with_exact).unwrap_or_default()
     }
 }
 

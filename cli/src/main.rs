@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::client::Client;
-use crate::commands::{plugin, system, volume};
+use crate::commands::{image, plugin, system, volume};
 
 const AFTER_HELP: &str = "\
 Exit status:
@@ -52,6 +52,17 @@ enum Command {
     /// Manage volumes.
     #[command(subcommand)]
     Volume(volume::VolumeCommand),
+    /// Manage images: load, save, ls, inspect, rm.
+    #[command(subcommand)]
+    Image(image::ImageCommand),
+    /// List images (`berth image ls`).
+    Images(image::LsArgs),
+    /// Load images from an archive (`berth image load`).
+    Load(image::LoadArgs),
+    /// Write images to an archive (`berth image save`).
+    Save(image::SaveArgs),
+    /// Remove images (`berth image rm`).
+    Rmi(image::RmArgs),
 }
 
 /// Why a command failed; each maps to one exit status.
@@ -108,6 +119,11 @@ fn main() -> ExitCode {
         Command::Info(args) => system::info(&client, args),
         Command::Plugin(cmd) => plugin::run(&client, cmd),
         Command::Volume(cmd) => volume::run(&client, cmd),
+        Command::Image(cmd) => image::run(&client, cmd),
+        Command::Images(args) => image::ls(&client, args),
+        Command::Load(args) => image::load(&client, args),
+        Command::Save(args) => image::save(&client, args),
+        Command::Rmi(args) => image::rm(&client, args),
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

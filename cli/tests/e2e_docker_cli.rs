@@ -6,28 +6,11 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
 
-use common::{describe, World};
-
-const DOCKER: &str = "/usr/bin/docker";
-
-fn docker(w: &World, args: &[&str]) -> Output {
-    Command::new(DOCKER)
-        .arg("-H")
-        .arg(w.host())
-        .args(args)
-        .env("DOCKER_CONFIG", w.dir.path().join("docker-config"))
-        .env_remove("DOCKER_HOST")
-        .env_remove("DOCKER_CONTEXT")
-        .output()
-        .expect("run docker")
-}
+use common::{describe, docker, docker_ok, World, DOCKER};
 
 fn ok(w: &World, args: &[&str]) -> String {
-    let out = docker(w, args);
-    assert!(out.status.success(), "docker {args:?}: {}", describe(&out));
-    String::from_utf8(out.stdout).unwrap()
+    docker_ok(w, args)
 }
 
 #[test]

@@ -10,6 +10,7 @@ use berth_plugin_api::{DriverError, DriverResult, Kind};
 use serde::Serialize;
 
 use crate::config::Config;
+use crate::images::{images_dir, ImageService, StorageDrivers};
 use crate::registry::{PluginView, Registry};
 use crate::store::Store;
 use crate::volumes::VolumeService;
@@ -53,6 +54,8 @@ pub struct Info {
     pub config_source: String,
     /// Volumes the daemon holds.
     pub volumes: usize,
+    /// Images the daemon holds.
+    pub images: usize,
     /// What reconcile did at start.
     pub reconcile: ReconcileReport,
     /// How long start-up took, in microseconds.
@@ -66,6 +69,7 @@ pub struct Engine {
     registry: Arc<Registry>,
     store: Arc<Store>,
     volumes: VolumeService,
+    images: ImageService,
     reconcile: ReconcileReport,
     startup: Duration,
 }
@@ -88,6 +92,13 @@ impl Engine {
             Arc::clone(&registry) as Arc<dyn crate::volumes::VolumeDrivers>,
             Arc::clone(&store),
             config.volume.default.clone(),
+            crash_at.clone(),
+        )?;
+        let images = ImageService::new(
+            Arc::clone(&registry) as Arc<dyn StorageDrivers>,
+            config.storage.driver.clone(),
+            Arc::clone(&store),
+            &images_dir(&config.daemon.root),
             crash_at,
         )?;
         let mut engine = Engine {
@@ -95,6 +106,7 @@ impl Engine {
             registry,
             store,
             volumes,
+            images,
             reconcile: ReconcileReport::default(),
             startup: Duration::ZERO,
         };
@@ -108,6 +120,9 @@ impl Engine {
         for (seq, intent) in self.store.pending()? {
             let outcome = match intent.op.as_str() {
                 op if op.starts_with("volume.") => self.volumes.reconcile(seq, &intent),
+                op if op.starts_with("image.") || op.starts_with("layer.") => {
+                    self.images.reconcile(seq, &intent)
+                }
                 other => Err(DriverError::internal(format!("unknown operation {other:?}"))),
             };
             match outcome {
@@ -120,6 +135,19 @@ impl Engine {
                     tracing::warn!(seq, "ledger: unresolved {line}");
                     report.unresolved.push(line);
                 }
+            }
+        }
+        // What interrupted loads and removals left unused (layers, blobs).
+        match self.images.sweep() {
+            Ok(done) => {
+                for line in done {
+                    tracing::info!("images: {line}");
+                    report.resolved.push(line);
+                }
+            }
+            Err(e) => {
+                tracing::warn!("images: sweep unresolved: {e}");
+                report.unresolved.push(format!("image sweep: {e}"));
             }
         }
         Ok(report)
@@ -138,6 +166,11 @@ impl Engine {
     /// Named volumes.
     pub fn volumes(&self) -> &VolumeService {
         &self.volumes
+    }
+
+    /// Images and their layers.
+    pub fn images(&self) -> &ImageService {
+        &self.images
     }
 
     /// What reconcile did at start-up.
@@ -186,6 +219,7 @@ impl Engine {
             exec_root: self.config.daemon.exec_root.clone(),
             config_source: self.config.source.clone(),
             volumes: self.volumes.count(),
+            images: self.images.count(),
             reconcile: self.reconcile.clone(),
             startup_us: self.startup.as_micros() as u64,
         }

@@ -3,7 +3,8 @@
 //! The daemon's engine, with no driver code and no HTTP: the configuration,
 //! the shared-object loader, the registry of drivers (a value built from the
 //! config), the one call wrapper every driver call goes through, and the
-//! state store holding the resource ledger.
+//! state store holding the resource ledger, and the services built on
+//! them (volumes, images and their layers).
 
 pub mod call;
 pub mod config;
@@ -24,6 +25,9 @@ pub use call::{Driver, Metrics, MetricsSnapshot};
 pub use config::{Config, ConfigError};
 pub use engine::{Engine, Info, ReconcileReport};
 pub use filters::Filters;
+pub use images::{
+    DeleteItem, ImageInspect, ImageService, ImageSummary, LayerState, LoadProgress, LoadedImage,
+};
 pub use loader::{load_library, Compat, LoadError, LoadedLibrary};
 pub use registry::{Registry, RegistryError, State, Transport};
 pub use volumes::{CreateVolume, MountRef, MountVolume, PruneReport, Volume, VolumeList, VolumeService};

@@ -2,6 +2,7 @@
 //! path, version prefix, query, body) is decided here; the handlers in
 //! [`crate::api`] only see a [`Command`].
 
+use berth_core::images::LIST_FILTERS as IMAGE_LIST_FILTERS;
 use berth_core::volumes::{LIST_FILTERS, PRUNE_FILTERS};
 use berth_core::{CreateVolume, Filters, MountVolume};
 use berth_plugin_api::ErrorKind;
@@ -54,6 +55,41 @@ pub enum Command {
         /// Remove the record even when the driver refuses.
         force: bool,
     },
+    /// `POST /images/load?quiet=`: the request body is the archive, handed
+    /// to the handler unread (see [`streams_body`]).
+    ImageLoad {
+        /// Only the final `Loaded image` messages, no progress.
+        quiet: bool,
+    },
+    /// `GET /images/json?all=&filters=`.
+    ImageList {
+        /// `before`, `dangling`, `label`, `reference`, `since`.
+        filters: Filters,
+        /// Intermediate images too.
+        all: bool,
+    },
+    /// `GET /images/{name}/json`.
+    ImageInspect(String),
+    /// `GET /images/{name}/get` or `GET /images/get?names=a&names=b`: a
+    /// `docker save` tar.
+    ImageSave(Vec<String>),
+    /// `DELETE /images/{name}?force=&noprune=`.
+    ImageRemove {
+        /// A reference (`name:tag`) or an ID (full or a unique prefix).
+        name: String,
+        /// Remove an image with several tags by ID, untagging them all.
+        force: bool,
+        /// Accepted for Docker's clients; berth keeps no parent images, so
+        /// there is nothing to prune.
+        noprune: bool,
+    },
+}
+
+/// Whether the request's body is a payload the handler streams (an image
+/// archive) rather than a small JSON document read before routing.
+pub fn streams_body(method: &Method, path: &str) -> bool {
+    let (bare, _) = strip_version(path);
+    method == Method::POST && matches!(bare.trim_end_matches('/'), "/images/load")
 }
 
 /// Strips an API version prefix (`/v1.47`, `/v1.24`, `/v2`) from `path`;
@@ -84,6 +120,19 @@ fn query_param(query: Option<&str>, name: &str) -> Result<Option<String>, ApiErr
         }
     }
     Ok(None)
+}
+
+/// Every value of query parameter `name` (`names=a&names=b`), decoded.
+fn query_params(query: Option<&str>, name: &str) -> Result<Vec<String>, ApiError> {
+    let Some(query) = query else { return Ok(Vec::new()) };
+    let mut out = Vec::new();
+    for pair in query.split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if k == name {
+            out.push(decode_segment(&v.replace('+', " "))?.into_owned());
+        }
+    }
+    Ok(out)
 }
 
 /// The `filters` parameter, checked against the names `accepted`.
@@ -141,6 +190,18 @@ fn decode_segment(seg: &str) -> Result<std::borrow::Cow<'_, str>, ApiError> {
         }
     }
     String::from_utf8(out).map(Into::into).map_err(|_| bad())
+}
+
+/// The image name made of the path segments `parts` (`library`,
+/// `busybox:1.36`); an empty segment (`a//b`) is refused.
+fn image_name(parts: &[&str]) -> Result<String, ApiError> {
+    if parts.iter().any(|p| p.is_empty()) {
+        return Err(ApiError::new(
+            ErrorKind::InvalidArgument,
+            format!("invalid image name {:?}: empty path component", parts.join("/")),
+        ));
+    }
+    Ok(parts.join("/"))
 }
 
 /// Parses one request into a [`Command`]: 404 for an unknown path, 405 for
@@ -208,6 +269,41 @@ pub fn parse(method: &Method, path: &str, query: Option<&str>, body: &[u8]) -> R
             _ if *name == "create" || *name == "prune" => not_allowed(&["POST", "GET", "DELETE"]),
             _ => not_allowed(&["GET", "DELETE"]),
         },
+        ["images", "load"] if is(&Method::POST) => {
+            Ok(Command::ImageLoad { quiet: query_bool(query, "quiet")? })
+        }
+        ["images", "json"] if is(&Method::GET) => Ok(Command::ImageList {
+            filters: query_filters(query, IMAGE_LIST_FILTERS)?,
+            all: query_bool(query, "all")?,
+        }),
+        ["images", "get"] if is(&Method::GET) => {
+            let names = query_params(query, "names")?;
+            if names.is_empty() {
+                return Err(ApiError::new(
+                    ErrorKind::InvalidArgument,
+                    "GET /images/get needs at least one names= parameter",
+                ));
+            }
+            Ok(Command::ImageSave(names))
+        }
+        // Names hold `/` (`library/busybox:1.36`): everything between
+        // `images/` and the last segment is the name. DELETE takes the
+        // whole rest, as Docker's router does.
+        ["images", rest @ ..] if !rest.is_empty() && is(&Method::DELETE) => Ok(Command::ImageRemove {
+            name: image_name(rest)?,
+            force: query_bool(query, "force")?,
+            noprune: query_bool(query, "noprune")?,
+        }),
+        ["images", rest @ .., "json"] if !rest.is_empty() && is(&Method::GET) => {
+            Ok(Command::ImageInspect(image_name(rest)?))
+        }
+        ["images", rest @ .., "get"] if !rest.is_empty() && is(&Method::GET) => {
+            Ok(Command::ImageSave(vec![image_name(rest)?]))
+        }
+        ["images", "load"] => not_allowed(&["POST"]),
+        ["images", "json"] | ["images", "get"] => not_allowed(&["GET"]),
+        ["images", rest @ .., "json" | "get"] if !rest.is_empty() => not_allowed(&["GET", "DELETE"]),
+        ["images", rest @ ..] if !rest.is_empty() => not_allowed(&["DELETE"]),
         _ => Err(ApiError::new(ErrorKind::NotFound, format!("page not found: {method} {path}"))),
     }
 }
@@ -332,6 +428,63 @@ mod tests {
         assert_eq!(e.allow.as_deref(), Some("GET, DELETE"));
         let e = parse(&Method::DELETE, "/_ping", None, b"").unwrap_err();
         assert_eq!(e.status, StatusCode::METHOD_NOT_ALLOWED);
+    }
+
+    #[test]
+    fn image_routes_take_names_with_slashes_and_colons() {
+        for prefix in ["", "/v1.41", "/v1.47"] {
+            let p = |s: &str| format!("{prefix}{s}");
+            assert_eq!(
+                get(&p("/images/library/busybox:1.36/json")).unwrap(),
+                Command::ImageInspect("library/busybox:1.36".into())
+            );
+            assert_eq!(
+                get(&p("/images/sha256:abc/json")).unwrap(),
+                Command::ImageInspect("sha256:abc".into())
+            );
+            assert_eq!(
+                get(&p("/images/reg.example:5000/a/b:t/get")).unwrap(),
+                Command::ImageSave(vec!["reg.example:5000/a/b:t".into()])
+            );
+            assert_eq!(
+                parse(&Method::GET, &p("/images/get"), Some("names=a%3A1&names=b/c"), b"").unwrap(),
+                Command::ImageSave(vec!["a:1".into(), "b/c".into()])
+            );
+            assert_eq!(
+                parse(&Method::DELETE, &p("/images/library/busybox:1.36"), Some("force=1"), b"").unwrap(),
+                Command::ImageRemove { name: "library/busybox:1.36".into(), force: true, noprune: false }
+            );
+            assert_eq!(
+                parse(&Method::POST, &p("/images/load"), Some("quiet=1"), b"").unwrap(),
+                Command::ImageLoad { quiet: true }
+            );
+            assert!(streams_body(&Method::POST, &p("/images/load")));
+            assert!(!streams_body(&Method::GET, &p("/images/load")));
+            assert!(!streams_body(&Method::POST, &p("/volumes/create")));
+        }
+        let Command::ImageList { filters, all } = parse(
+            &Method::GET,
+            "/images/json",
+            Some("all=1&filters=%7B%22dangling%22%3A%5B%22true%22%5D%7D"),
+            b"",
+        )
+        .unwrap() else {
+            panic!("not a list")
+        };
+        assert!(all);
+        assert_eq!(filters.values("dangling").collect::<Vec<_>>(), ["true"]);
+        let e = parse(&Method::GET, "/images/json", Some("filters=%7B%22colour%22%3A%5B%22x%22%5D%7D"), b"")
+            .unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert_eq!(get("/images/get").unwrap_err().status, StatusCode::BAD_REQUEST);
+        assert_eq!(get("/images/a//b/json").unwrap_err().status, StatusCode::BAD_REQUEST);
+        assert_eq!(get("/images/load").unwrap_err().status, StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(get("/images/x").unwrap_err().allow.as_deref(), Some("DELETE"));
+        assert_eq!(
+            parse(&Method::PUT, "/images/x/json", None, b"").unwrap_err().status,
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+        assert_eq!(get("/images").unwrap_err().status, StatusCode::NOT_FOUND);
     }
 
     #[test]

@@ -11,8 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use berth_plugin_api::ErrorKind;
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, SERVER};
 use hyper::server::conn::http1;
@@ -131,22 +130,33 @@ pub async fn serve(
 }
 
 /// One request, start to finish. Never fails: errors are JSON answers.
-async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Result<Response<api::Body>, Infallible> {
     let start = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let query = req.uri().query().map(str::to_string);
-    let reply = match Limited::new(req.into_body(), MAX_BODY).collect().await {
-        Ok(body) => {
-            let body = body.to_bytes();
-            match routes::parse(&method, &path, query.as_deref(), &body) {
-                Ok(cmd) => api::execute(&state, cmd).await,
-                Err(e) => Err(e),
+    let reply = if routes::streams_body(&method, &path) {
+        // The body is a payload of any size (an image archive): the
+        // handler streams it, unread and unlimited.
+        match routes::parse(&method, &path, query.as_deref(), b"") {
+            Ok(cmd) => api::execute(&state, cmd, Some(req.into_body())).await,
+            Err(e) => Err(e),
+        }
+    } else {
+        match Limited::new(req.into_body(), MAX_BODY).collect().await {
+            Ok(body) => {
+                let body = body.to_bytes();
+                match routes::parse(&method, &path, query.as_deref(), &body) {
+                    Ok(cmd) => api::execute(&state, cmd, None).await,
+                    Err(e) => Err(e),
+                }
+            }
+            Err(e) => {
+                Err(ApiError::new(ErrorKind::InvalidArgument, format!("cannot read request body: {e}")))
             }
         }
-        Err(e) => Err(ApiError::new(ErrorKind::InvalidArgument, format!("cannot read request body: {e}"))),
     };
-    let mut resp = reply.unwrap_or_else(ApiError::into_response);
+    let mut resp = reply.unwrap_or_else(|e| api::boxed(e.into_response()));
     let h = resp.headers_mut();
     h.insert("API-Version", HeaderValue::from_static(API_VERSION));
     h.insert(SERVER, HeaderValue::from_static(concat!("berth/", env!("CARGO_PKG_VERSION"))));

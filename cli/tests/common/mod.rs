@@ -410,3 +410,32 @@ pub fn request(method: &str, path: &str, body: Option<&str>) -> String {
         None => format!("{method} {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"),
     }
 }
+
+/// Debian's docker client (package `docker.io`), pointed at berthd in the
+/// interoperability tests.
+pub const DOCKER: &str = "/usr/bin/docker";
+
+/// Runs Debian's `docker` against `w`'s daemon, with a private client
+/// config and no inherited host or context.
+pub fn docker(w: &World, args: &[&str]) -> Output {
+    assert!(
+        Path::new(DOCKER).exists(),
+        "{DOCKER} is missing: install Debian's client with `apt-get install -y docker.io` (.ci/test does)"
+    );
+    Command::new(DOCKER)
+        .arg("-H")
+        .arg(w.host())
+        .args(args)
+        .env("DOCKER_CONFIG", w.dir.path().join("docker-config"))
+        .env_remove("DOCKER_HOST")
+        .env_remove("DOCKER_CONTEXT")
+        .output()
+        .expect("run docker")
+}
+
+/// [`docker`], asserting success; answers stdout.
+pub fn docker_ok(w: &World, args: &[&str]) -> String {
+    let out = docker(w, args);
+    assert!(out.status.success(), "docker {args:?}: {}", describe(&out));
+    String::from_utf8(out.stdout).expect("utf-8 stdout")
+}

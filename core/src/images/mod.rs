@@ -1,10 +1,52 @@
-//! # Image archives: reading and verifying
+//! # Images: archives, layers, records
 //!
-//! [`read_archive`] takes the archive `berth image load` is given and answers
-//! a typed [`Archive`]: the images it holds, each with its tags, its
-//! configuration (typed with `oci-spec`) and its layers, spooled to a
-//! directory the caller chooses. Nothing here touches a storage driver; the
-//! caller applies the layers it does not have yet.
+//! Two halves:
+//!
+//! * [`read_archive`] takes the archive `berth image load` is given and
+//!   answers a typed [`Archive`], every digest verified (below);
+//! * [`ImageService`] stores what an archive holds and serves Docker's image
+//!   endpoints (`load`, `list`, `inspect`, `remove`, `save`, name
+//!   resolution).
+//!
+//! ## The model
+//!
+//! An **image** is its config blob; its ID is the config's sha256. Its
+//! layers are identified by **diff ID** (sha256 of the uncompressed tar) and
+//! stacked by **chain ID** ([`chain_id`]): the chain ID names a layer *and
+//! everything below it*, so two images whose first layers are the same
+//! share those layers, stored once.
+//!
+//! * The **layer store** keeps one storage-driver layer per chain ID (the
+//!   driver id is the chain ID's hex, its parent the parent chain ID's hex),
+//!   with a record `layer/<chain id>` (diff ID, parent, size, the number of
+//!   images using it). Every driver create and remove is bracketed by a
+//!   ledger intent (`layer.create`, `layer.remove`), so a crash leaves
+//!   nothing the start-up reconcile cannot finish or undo. A layer is
+//!   applied natively when the driver has a diff capability, else with the
+//!   core's [`crate::layers::apply`] onto a read-write layer; either way the
+//!   stream applied is hashed and must match its verified diff ID.
+//! * The **content store** keeps the blobs as loaded (layers compressed or
+//!   not, configs) under `<daemon root>/images/blobs/sha256/<hex>`, as
+//!   containerd does, so `save` writes byte-identical blobs and a saved
+//!   image loads back with the same IDs. Loads spool archives under
+//!   `<daemon root>/images/tmp/`, removed whatever happens.
+//! * **Image records** `image/<id>` (config JSON, chain and diff IDs, the
+//!   blobs, tags, times, size) and **tags** `tag/<name:tag>` → ID live in
+//!   the state store, changed together in one transaction and mirrored by
+//!   an in-memory index, so listing and inspecting never touch the disk.
+//!   A tag given to a newly loaded image moves off the image that had it;
+//!   that image stays, untagged (dangling), as in Docker.
+//! * Removing an image releases its layers: a layer no image uses any more
+//!   is removed from the driver top-down, a blob no image names from the
+//!   content store. What a crash or a driver failure leaves unused is
+//!   removed by [`ImageService::sweep`] at the next start.
+//!
+//! ## Archives
+//!
+//! [`read_archive`] answers the images an archive holds, each with its
+//! tags, its configuration (typed with `oci-spec`) and its layers, spooled
+//! to a directory the caller chooses. Nothing there touches a storage
+//! driver.
 //!
 //! Two layouts are accepted, as a plain tar or one compressed with gzip or
 //! zstd (recognised by the magic bytes, not by a name):
@@ -18,7 +60,8 @@
 //!   annotation of the index entry. Attestation manifests are skipped.
 //!
 //! When an archive has both `manifest.json` and `index.json` (Docker 25 on
-//! writes both), `manifest.json` is read: it names the tags directly.
+//! writes both, and so does [`ImageService::save`]), `manifest.json` is
+//! read: it names the tags directly.
 //!
 //! ## Verification
 //!
@@ -37,8 +80,19 @@
 //! * no entry of the archive is an absolute path or has a `..` component, no
 //!   symlink or hardlink points outside the archive, and there are no device
 //!   nodes or fifos.
+//!
+//! A layer tar itself is checked as it is applied (see [`crate::layers`]):
+//! a hostile one is refused with an invalid-argument error and the load
+//! leaves no layer, record or blob behind.
 
+mod content;
 mod formats;
+mod inspect;
+mod layer_store;
+mod reconcile;
+mod records;
+mod save;
+mod service;
 mod spool;
 
 #[cfg(test)]
@@ -52,6 +106,14 @@ use oci_spec::image::{Digest, ImageConfiguration, MediaType};
 use sha2::{Digest as _, Sha256};
 
 use crate::layers::Compression;
+
+pub use inspect::{
+    ContainerConfig, GraphDriverData, ImageInspect, ImageMetadata, ImageSummary, RootFs, LIST_FILTERS,
+};
+pub use service::{
+    images_dir, DeleteItem, ImageService, LayerState, LoadProgress, LoadedImage, StorageDrivers,
+    OP_IMAGE_LOAD, OP_IMAGE_REMOVE, OP_IMAGE_SWEEP, OP_LAYER_CREATE, OP_LAYER_REMOVE,
+};
 
 /// The images found in an archive, in the order the archive lists them.
 #[derive(Debug, Clone)]

@@ -2,6 +2,7 @@
 //! (a driver may take up to its deadline), so every one runs on tokio's
 //! blocking pool and the runtime keeps serving other requests meanwhile.
 
+pub mod images;
 pub mod plugins;
 pub mod system;
 pub mod volumes;
@@ -12,7 +13,9 @@ use std::time::Duration;
 use berth_core::Engine;
 use berth_plugin_api::{DriverResult, ErrorKind};
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Response, StatusCode};
 use serde::Serialize;
@@ -39,11 +42,37 @@ pub struct AppState {
     pub listen_us: std::sync::OnceLock<u64>,
 }
 
-/// An HTTP answer.
+/// An HTTP answer whose body is whole in memory (most of them).
 pub type Reply = Response<Full<Bytes>>;
 
-/// Runs `cmd` and answers.
-pub async fn execute(state: &Arc<AppState>, cmd: Command) -> Result<Reply, ApiError> {
+/// The body of any answer: whole ([`Reply`], through [`boxed`]) or
+/// streamed (an image archive, load progress).
+pub type Body = UnsyncBoxBody<Bytes, std::io::Error>;
+
+/// A whole answer as an answer of any kind.
+pub fn boxed(reply: Reply) -> Response<Body> {
+    reply.map(|b| b.map_err(|never| match never {}).boxed_unsync())
+}
+
+/// Runs `cmd` and answers. `payload` is the unread request body of a
+/// command whose route [streams its body](crate::routes::streams_body).
+pub async fn execute(
+    state: &Arc<AppState>,
+    cmd: Command,
+    payload: Option<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    match cmd {
+        Command::ImageLoad { quiet } => match payload {
+            Some(body) => images::load(state, quiet, body).await,
+            None => Err(ApiError::new(ErrorKind::Internal, "image load routed without its request body")),
+        },
+        Command::ImageSave(names) => images::save(state, names).await,
+        other => whole(state, other).await.map(boxed),
+    }
+}
+
+/// The commands answered with a whole body.
+async fn whole(state: &Arc<AppState>, cmd: Command) -> Result<Reply, ApiError> {
     match cmd {
         Command::Ping { head } => Ok(system::ping(head)),
         Command::Version => Ok(json(StatusCode::OK, &system::version(&state.host))),
@@ -63,6 +92,12 @@ pub async fn execute(state: &Arc<AppState>, cmd: Command) -> Result<Reply, ApiEr
         Command::VolumeCreate(req) => volumes::create(state, req).await,
         Command::VolumeInspect(name) => volumes::inspect(state, name).await,
         Command::VolumeRemove { name, force } => volumes::remove(state, name, force).await,
+        Command::ImageList { filters, all } => images::list(state, filters, all).await,
+        Command::ImageInspect(name) => images::inspect(state, name).await,
+        Command::ImageRemove { name, force, noprune } => images::remove(state, name, force, noprune).await,
+        Command::ImageLoad { .. } | Command::ImageSave(_) => {
+            Err(ApiError::new(ErrorKind::Internal, "a streamed command reached the whole-body path"))
+        }
     }
 }
 
