@@ -26,7 +26,8 @@ serve() { # name lib.so
   cat "$work/$1.log"; echo "berth-plugin-host did not serve $2" >&2; exit 1
 }
 
-for pair in "local:libberth_volume_local.so" "vfs:libberth_storage_vfs.so" "overlay2:libberth_storage_overlay2.so"; do
+for pair in "local:libberth_volume_local.so" "vfs:libberth_storage_vfs.so" "overlay2:libberth_storage_overlay2.so" \
+  "ipam-default:libberth_ipam_default.so"; do
   name=${pair%%:*} lib=${pair#*:}
   serve "$name" "$lib"
   "$bin/berth-conformance" run --remote "unix://$work/$name.sock" \

@@ -30,6 +30,8 @@ pub struct Ctx {
     mounted: BTreeSet<PathBuf>,
     /// The volume driver under test, for volume cases.
     pub(crate) volume: Option<crate::volume::VolumeSlot>,
+    /// The IPAM driver under test, for IPAM cases.
+    pub(crate) ipam: Option<crate::ipam::IpamSlot>,
     /// The remote plugin under test, when the subject is one (every case).
     pub(crate) remote: Option<crate::remote::RemoteTarget>,
 }
@@ -58,6 +60,7 @@ impl Ctx {
             refs: BTreeMap::new(),
             mounted: BTreeSet::new(),
             volume: None,
+            ipam: None,
             remote: None,
         }
     }
@@ -76,6 +79,7 @@ impl Ctx {
     pub(crate) fn drop_drivers(&mut self) {
         drop(self.storage.take());
         drop(self.volume.take());
+        drop(self.ipam.take());
     }
 
     /// The case's ID.
@@ -237,11 +241,13 @@ impl Ctx {
 
     /// Undoes what the case left: for storage, releases its references,
     /// removes its layers newest first, and calls the driver's `cleanup`;
-    /// for volumes, see [`crate::volume`]. Every step runs; every failure is
-    /// reported (an already removed layer is not a failure).
+    /// for volumes, see [`crate::volume`]; for IPAM, see [`crate::ipam`].
+    /// Every step runs; every failure is reported (an already removed layer
+    /// is not a failure).
     pub(crate) fn teardown(&mut self) -> Vec<String> {
         let mut errors = self.storage_teardown();
         errors.extend(self.volume_teardown());
+        errors.extend(self.ipam_teardown());
         errors
     }
 

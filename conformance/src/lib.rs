@@ -38,6 +38,11 @@
 //! cases run berth-core's own `VolumeService` over the driver, behind a
 //! counting proxy that shows which calls the core made.
 //!
+//! An IPAM driver crate runs [`ipam::cases`] with [`Subject::linked_ipam`]
+//! (e.g. `DefaultIpamDriver::new`); the cases call the driver black-box
+//! through the trait, each on a fresh root (against a remote plugin, each
+//! on prefixes of its own), and teardown releases every pool a case made.
+//!
 //! The PL cases test this build's host side: PL-01..PL-08 ([`remote`])
 //! its remote-plugin client against scripted fixture plugins the suite
 //! serves itself (and the remote plugin under test, if any); PL-09 and
@@ -46,6 +51,7 @@
 
 pub mod case;
 pub mod ctx;
+pub mod ipam;
 pub mod lifecycle;
 pub mod remote;
 pub mod report;
@@ -67,6 +73,7 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Every implemented case, in ID order within each suite.
 pub fn catalog() -> Vec<Case> {
     let mut all = storage::cases();
+    all.extend(ipam::cases());
     all.extend(volume::cases());
     all.extend(remote::cases());
     all.extend(lifecycle::cases());

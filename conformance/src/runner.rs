@@ -182,6 +182,11 @@ fn prepare(case: &Case, subject: Option<&Subject>, ctx: &mut Ctx) -> Result<(), 
             let driver = construct(kind, || factory(&init))?;
             ctx.volume = Some(crate::volume::VolumeSlot::new(name, init.clone(), factory.clone(), driver));
         }
+        Suite::Ipam => {
+            let factory = subject.ipam().ok_or_else(cannot)?;
+            let driver = construct(kind, || factory(&init))?;
+            ctx.ipam = Some(crate::ipam::IpamSlot::new(name, init.clone(), factory.clone(), driver));
+        }
         _ => return Err(cannot()),
     }
     Ok(())

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use berth_core::remote::RemoteOptions;
 use berth_core::{load_library, Compat, LoadError};
-use berth_plugin_api::{DriverResult, Init, InitRequest, Kind, StorageDriver, VolumeDriver};
+use berth_plugin_api::{DriverResult, Init, InitRequest, IpamDriver, Kind, StorageDriver, VolumeDriver};
 use serde::Serialize;
 
 use crate::remote::RemoteTarget;
@@ -20,6 +20,10 @@ pub type StorageFactory =
 /// Builds a fresh volume driver for one case from its init request (and
 /// again, on the same root, when a case restarts the driver).
 pub type VolumeFactory = Arc<dyn Fn(&InitRequest) -> DriverResult<Init<Arc<dyn VolumeDriver>>> + Send + Sync>;
+
+/// Builds a fresh IPAM driver for one case from its init request (and
+/// again, on the same root, when a case restarts the driver).
+pub type IpamFactory = Arc<dyn Fn(&InitRequest) -> DriverResult<Init<Arc<dyn IpamDriver>>> + Send + Sync>;
 
 /// Who the plugin under test is, recorded in every report so a result can
 /// be cited.
@@ -63,6 +67,7 @@ pub struct Subject {
     identity: Identity,
     storage: Option<StorageFactory>,
     volume: Option<VolumeFactory>,
+    ipam: Option<IpamFactory>,
     remote: Option<RemoteTarget>,
 }
 
@@ -85,6 +90,9 @@ impl Subject {
         let volume: Option<VolumeFactory> = kinds
             .contains(&Kind::Volume)
             .then(|| Arc::new(move |init: &InitRequest| module.new_volume(init)) as VolumeFactory);
+        let ipam: Option<IpamFactory> = kinds
+            .contains(&Kind::Ipam)
+            .then(|| Arc::new(move |init: &InitRequest| module.new_ipam(init)) as IpamFactory);
         let identity = Identity {
             name: lib.manifest.name.clone(),
             version: lib.manifest.version.clone(),
@@ -99,7 +107,7 @@ impl Subject {
             address: None,
             activate: None,
         };
-        Ok(Subject { identity, storage, volume, remote: None })
+        Ok(Subject { identity, storage, volume, ipam, remote: None })
     }
 
     /// A remote plugin at `address` (`unix:///path.sock`, a bare absolute
@@ -123,6 +131,10 @@ impl Subject {
         let volume: Option<VolumeFactory> = kinds
             .contains(&Kind::Volume)
             .then(|| Arc::new(move |_: &InitRequest| Ok(Init::Ready(t.volume()?))) as VolumeFactory);
+        let t = target.clone();
+        let ipam: Option<IpamFactory> = kinds
+            .contains(&Kind::Ipam)
+            .then(|| Arc::new(move |_: &InitRequest| Ok(Init::Ready(t.client()?.ipam()))) as IpamFactory);
         let identity = Identity {
             name: target.name.clone(),
             version: String::new(),
@@ -135,7 +147,7 @@ impl Subject {
             address: Some(target.address.clone()),
             activate: Some(target.implements.clone()),
         };
-        Ok(Subject { identity, storage, volume, remote: Some(target) })
+        Ok(Subject { identity, storage, volume, ipam, remote: Some(target) })
     }
 
     /// A linked storage driver (the library use: a driver crate runs the
@@ -152,6 +164,7 @@ impl Subject {
             identity: linked(name, version, Kind::Storage),
             storage: Some(factory),
             volume: None,
+            ipam: None,
             remote: None,
         }
     }
@@ -170,6 +183,26 @@ impl Subject {
             identity: linked(name, version, Kind::Volume),
             storage: None,
             volume: Some(factory),
+            ipam: None,
+            remote: None,
+        }
+    }
+
+    /// A linked IPAM driver, like [`Subject::linked_volume`]: `factory`
+    /// (e.g. `DefaultIpamDriver::new`) is called once per case, and again
+    /// on the same root when a case restarts the driver (IP-09).
+    pub fn linked_ipam<F, D>(name: &str, version: &str, factory: F) -> Subject
+    where
+        F: Fn(InitRequest) -> DriverResult<Init<D>> + Send + Sync + 'static,
+        D: IpamDriver + 'static,
+    {
+        let factory: IpamFactory =
+            Arc::new(move |init| Ok(factory(init.clone())?.map(|d| Arc::new(d) as Arc<dyn IpamDriver>)));
+        Subject {
+            identity: linked(name, version, Kind::Ipam),
+            storage: None,
+            volume: None,
+            ipam: Some(factory),
             remote: None,
         }
     }
@@ -187,6 +220,11 @@ impl Subject {
     /// The volume factory, when the plugin declares a volume driver.
     pub fn volume(&self) -> Option<&VolumeFactory> {
         self.volume.as_ref()
+    }
+
+    /// The IPAM factory, when the plugin declares an IPAM driver.
+    pub fn ipam(&self) -> Option<&IpamFactory> {
+        self.ipam.as_ref()
     }
 
     /// The remote plugin, when the subject is one.

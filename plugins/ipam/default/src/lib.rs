@@ -8,11 +8,15 @@
 //! in the other space.
 //!
 //! * A request naming a `pool` (CIDR, no host bits) reserves exactly that
-//!   prefix; an optional `sub_pool` inside it restricts the addresses handed
-//!   out to the sub-pool.
+//!   prefix; an optional `sub_pool` inside it is where "any address" comes
+//!   from.
 //! * A request with an empty `pool` gets the first subnet of the default
 //!   address pools (IPv4, or IPv6 when `V6` is set) that overlaps no live
-//!   pool of its space. See [`Opts`] for the defaults.
+//!   pool of its space. See [`Opts`] for the defaults. A `pool` of the
+//!   unspecified address with a prefix length (`0.0.0.0/24`, `::/80`, as
+//!   Docker 29's `--subnet 0.0.0.0/24`) asks for a subnet of that length
+//!   from the default pools; a length no default pool can hold is an
+//!   invalid-argument error.
 //! * The pool id is `<space>/<pool>`, or `<space>/<pool>/<sub-pool>`
 //!   (`local/10.1.0.0/16/10.1.2.0/24`). It is stable across restarts; treat
 //!   it as opaque.
@@ -28,43 +32,67 @@
 //! # Addresses
 //!
 //! Addresses are answered as CIDR with the pool's prefix length
-//! (`10.1.2.3/16`), and come from the sub-pool when there is one. Reserved,
-//! never handed out: in IPv4 the pool's network and broadcast addresses
-//! (except in a /31 or /32, which hand out every address); in IPv6 only the
-//! subnet-router anycast address, offset 0 (except in a /127 or /128).
+//! (`10.1.2.3/16`). Reserved, never handed out: in IPv4 the pool's network
+//! and broadcast addresses (except in a /31 or /32, which hand out every
+//! address); in IPv6 only the subnet-router anycast address, offset 0
+//! (except in a /127 or /128).
 //!
-//! * A specific address: taken → conflict; outside the pool (or sub-pool)
-//!   or reserved → invalid-argument ("out of range").
+//! * A specific address may be anywhere in the pool, also outside its
+//!   sub-pool (as in Docker: a static address outside `--ip-range`): taken
+//!   → conflict; outside the pool or reserved → invalid-argument ("out of
+//!   range").
 //! * The gateway (`RequestAddressType = com.docker.network.gateway`): the
-//!   address given, else the first host address of the pool (or sub-pool);
-//!   taken → conflict.
-//! * Any address, by the pool's **reuse policy**:
+//!   address given, else the first host address of the sub-pool (or pool);
+//!   taken → conflict. A pool has one gateway: asking for another while it
+//!   is allocated is a conflict naming it; releasing its address clears it.
+//! * Any address comes from the sub-pool (or pool), by the **reuse policy**:
 //!   * *first free* (default): the lowest free address, so a released
 //!     address is the next one handed out;
 //!   * *serial* (`com.docker.network.ipam.serial = "true"` in the pool
-//!     request's options): the next free address after the last one handed
-//!     out, wrapping at the end, so a released address is reused as late as
-//!     possible.
+//!     request's options, or in one address request's options, which is
+//!     where Docker passes it): the next free address after the last one
+//!     handed out, wrapping at the end, so a released address is reused as
+//!     late as possible. `"false"` in an address request asks for first
+//!     free.
 //! * Nothing free → resource-exhausted ("no available addresses in pool …").
 //! * Releasing an address that is not allocated (or reserved) succeeds;
 //!   one outside the pool is invalid-argument, and any address of a pool
 //!   that is not live is not-found.
 //!
-//! Ranges of up to 2^24 addresses are tracked in a bitmap, bigger ones (an
-//! IPv6 /64) in a sparse set (`src/alloc.rs`).
+//! Pools of up to 2^24 addresses are tracked in a two-level bitmap (the
+//! first free address is found a word at a time, full words skipped 64 at
+//! a time), bigger ones (an IPv6 /64) in a sparse set (`src/alloc.rs`).
 //!
 //! # Persistence
 //!
-//! Every change rewrites `<root>/ipam-state.json` atomically (temporary
-//! file, fsync, rename, fsync of the directory) before the call answers; a
-//! change that cannot be saved is undone and reported. A new driver loads
-//! the file; a corrupt file is an error naming it, never silently ignored.
-//! Each change costs one fsync, which bounds throughput on real disks.
+//! Nothing is answered before it is on disk (see `src/state.rs` and
+//! `src/journal.rs`):
+//!
+//! * a pool request or release rewrites the snapshot
+//!   `<root>/ipam-state.json` atomically (temporary file, fsync, rename,
+//!   fsync of the directory);
+//! * an address request or release appends one line to `<root>/ipam-journal`
+//!   and `fdatasync`s it. Callers at the same time share one `fdatasync`
+//!   (group commit), so the cost per address is one disk flush at most;
+//! * every [`COMPACT_AFTER`] records (and at load) the journal is folded
+//!   into a new snapshot.
+//!
+//! A change that cannot be written is undone and reported; a failed
+//! `fdatasync` stops the driver (every call is an error until a restart).
+//! A crash at any point loses no answered change: a torn last journal line
+//! belongs to a call that never answered. A new driver loads the snapshot
+//! and replays the journal; a corrupt file is an error naming it, never
+//! silently ignored.
+//!
+//! [`DefaultIpamDriver::in_memory`] keeps the same state in memory only
+//! (Docker's model: its capabilities ask the daemon to replay requests
+//! after a restart); the daemon's plugin always keeps it on disk.
 
 #![deny(missing_docs)]
 
 mod alloc;
 pub mod export;
+mod journal;
 mod options;
 mod pool;
 mod state;
@@ -74,42 +102,53 @@ use std::fmt;
 use std::fs;
 use std::net::IpAddr;
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use berth_plugin_api::ipam::*;
 use berth_plugin_api::{DriverError, DriverResult, Init, InitRequest, IpamDriver};
 use ipnet::IpNet;
 
 pub use crate::alloc::Policy;
+pub use crate::journal::JOURNAL_FILE;
 pub use crate::options::{AddressPool, DefaultPools, Opts};
 pub use crate::pool::{GLOBAL, LOCAL};
-pub use crate::state::STATE_FILE;
+pub use crate::state::{COMPACT_AFTER, STATE_FILE};
 
+use crate::journal::{Op, Syncer};
 use crate::pool::{address_space, overlap, parse_prefix, pool_id, Pool, Spot};
 use crate::state::{Pools, Store};
 
-/// The request-pool option that selects the serial reuse policy.
+/// The request option that selects the serial reuse policy (in a pool
+/// request: for the pool; in an address request: for that request).
 pub const SERIAL_OPTION: &str = "com.docker.network.ipam.serial";
 
 /// The default IPAM driver. See the [crate documentation](crate).
 pub struct DefaultIpamDriver {
     defaults: DefaultPools,
+    state: Mutex<State>,
+    /// Makes journal records durable outside the state lock (none in
+    /// memory).
+    syncer: Option<Arc<Syncer>>,
+}
+
+/// What the state lock guards: the pools and the writing end of the store.
+struct State {
+    pools: Pools,
     store: Store,
-    pools: Mutex<Pools>,
 }
 
 impl fmt::Debug for DefaultIpamDriver {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DefaultIpamDriver")
             .field("defaults", &self.defaults)
-            .field("store", &self.store)
+            .field("persistent", &self.syncer.is_some())
             .finish_non_exhaustive()
     }
 }
 
 impl DefaultIpamDriver {
     /// Builds the driver: decodes and validates the options, loads
-    /// `<root>/ipam-state.json`.
+    /// `<root>/ipam-state.json` and replays `<root>/ipam-journal`.
     pub fn new(req: InitRequest) -> DriverResult<Init<DefaultIpamDriver>> {
         let opts: Opts = req.decode_options()?;
         let defaults = DefaultPools::from_options(&opts)
@@ -122,28 +161,55 @@ impl DefaultIpamDriver {
         let root = Path::new(&req.root);
         fs::create_dir_all(root)
             .map_err(|e| DriverError::io(format_args!("create IPAM root {}", root.display()), &e))?;
-        let store = Store::File(root.join(STATE_FILE));
-        Ok(Init::Ready(DefaultIpamDriver::with_store(defaults, store)?))
+        let (store, pools) = Store::open(root)?;
+        Ok(Init::Ready(DefaultIpamDriver::with_store(defaults, store, pools)))
     }
 
-    fn with_store(defaults: DefaultPools, store: Store) -> DriverResult<DefaultIpamDriver> {
-        let pools = store.load()?;
-        Ok(DefaultIpamDriver { defaults, store, pools: Mutex::new(pools) })
+    /// A driver whose state lives in memory only and dies with it, as
+    /// Docker's default IPAM: its capabilities answer
+    /// `requires_request_replay`, so a daemon replays its pool and address
+    /// requests after a restart. For tests, benchmarks and embedders; the
+    /// plugin the daemon loads keeps its state on disk.
+    pub fn in_memory(opts: &Opts) -> DriverResult<DefaultIpamDriver> {
+        let defaults = DefaultPools::from_options(opts)?;
+        Ok(DefaultIpamDriver::with_store(defaults, Store::Memory, Pools::new()))
     }
 
-    fn lock(&self) -> DriverResult<MutexGuard<'_, Pools>> {
-        self.pools.lock().map_err(|_| {
+    fn with_store(defaults: DefaultPools, store: Store, pools: Pools) -> DefaultIpamDriver {
+        let syncer = store.syncer();
+        DefaultIpamDriver { defaults, state: Mutex::new(State { pools, store }), syncer }
+    }
+
+    fn lock(&self) -> DriverResult<MutexGuard<'_, State>> {
+        if let Some(s) = &self.syncer {
+            s.check()?;
+        }
+        self.state.lock().map_err(|_| {
             DriverError::internal("IPAM state is unusable after an earlier panic; restart the daemon")
         })
     }
+
+    /// Waits until journal record `seq` is durable.
+    fn sync(&self, seq: Option<u64>) -> DriverResult<()> {
+        match (seq, &self.syncer) {
+            (Some(seq), Some(s)) => s.sync(seq),
+            _ => Ok(()),
+        }
+    }
+
+    /// Unit tests: make journal writes fail (or work again).
+    #[cfg(test)]
+    fn fail_writes(&self, fail: bool) {
+        self.state.lock().unwrap().store.fail_writes(fail);
+    }
 }
 
-/// The reuse policy a pool request asks for.
-fn policy(options: &BTreeMap<String, String>) -> DriverResult<Policy> {
+/// The reuse policy an options map asks for, if any.
+fn policy(options: &BTreeMap<String, String>) -> DriverResult<Option<Policy>> {
     match options.get(SERIAL_OPTION).map(|v| v.to_ascii_lowercase()) {
-        None => Ok(Policy::FirstFree),
-        Some(v) if v == "true" => Ok(Policy::Serial),
-        Some(v) if v == "false" || v.is_empty() => Ok(Policy::FirstFree),
+        None => Ok(None),
+        Some(v) if v == "true" => Ok(Some(Policy::Serial)),
+        Some(v) if v == "false" || v.is_empty() => Ok(Some(Policy::FirstFree)),
         Some(v) => Err(DriverError::invalid_argument(format!(
             "option {SERIAL_OPTION} is {v:?}; expected \"true\" or \"false\""
         ))),
@@ -174,6 +240,15 @@ impl DefaultIpamDriver {
         space: &str,
         pools: &Pools,
     ) -> DriverResult<(IpNet, Option<IpNet>)> {
+        let live =
+            || -> Vec<IpNet> { pools.values().filter(|p| p.space == space).map(|p| p.prefix).collect() };
+        let exhausted = |v6: bool| {
+            DriverError::resource_exhausted(format!(
+                "no free {} subnet left in the default address pools of address space {space}; \
+                 release a pool or configure more default address pools",
+                family(v6)
+            ))
+        };
         if req.pool.is_empty() {
             if !req.sub_pool.is_empty() {
                 return Err(DriverError::invalid_argument(format!(
@@ -181,14 +256,7 @@ impl DefaultIpamDriver {
                     req.sub_pool
                 )));
             }
-            let live: Vec<IpNet> = pools.values().filter(|p| p.space == space).map(|p| p.prefix).collect();
-            let prefix = self.defaults.pick(req.v6, &live).ok_or_else(|| {
-                DriverError::resource_exhausted(format!(
-                    "no free {} subnet left in the default address pools of address space {space}; \
-                     release a pool or configure more default address pools",
-                    family(req.v6)
-                ))
-            })?;
+            let prefix = self.defaults.pick(req.v6, None, &live())?.ok_or_else(|| exhausted(req.v6))?;
             return Ok((prefix, None));
         }
         let prefix = parse_prefix("pool", &req.pool)?;
@@ -198,6 +266,22 @@ impl DefaultIpamDriver {
                 family(prefix.addr().is_ipv6()),
                 req.v6
             )));
+        }
+        if prefix.addr().is_unspecified() {
+            // `0.0.0.0/24`: any free /24 of the default pools.
+            if !req.sub_pool.is_empty() {
+                return Err(DriverError::invalid_argument(format!(
+                    "sub-pool {} given with pool {prefix}, which asks for any subnet of length /{}; \
+                     name a specific pool to use a sub-pool",
+                    req.sub_pool,
+                    prefix.prefix_len()
+                )));
+            }
+            let picked = self
+                .defaults
+                .pick(req.v6, Some(prefix.prefix_len()), &live())?
+                .ok_or_else(|| exhausted(req.v6))?;
+            return Ok((picked, None));
         }
         if req.sub_pool.is_empty() {
             return Ok((prefix, None));
@@ -212,8 +296,11 @@ impl DefaultIpamDriver {
 
 impl IpamDriver for DefaultIpamDriver {
     fn capabilities(&self, _req: IpamCapabilitiesRequest) -> DriverResult<IpamCapabilities> {
-        // State is kept on disk: no replay needed, no MAC wanted.
-        Ok(IpamCapabilities::default())
+        // No MAC wanted; state kept on disk needs no replay, state in
+        // memory does.
+        let mut caps = IpamCapabilities::default();
+        caps.requires_request_replay = self.syncer.is_none();
+        Ok(caps)
     }
 
     fn default_address_spaces(&self, _req: AddressSpacesRequest) -> DriverResult<AddressSpaces> {
@@ -222,9 +309,10 @@ impl IpamDriver for DefaultIpamDriver {
 
     fn request_pool(&self, req: RequestPoolRequest) -> DriverResult<RequestPoolResponse> {
         let space = address_space(&req.address_space)?;
-        let policy = policy(&req.options)?;
-        let mut pools = self.lock()?;
-        let (prefix, sub_pool) = self.choose(&req, space, &pools)?;
+        let policy = policy(&req.options)?.unwrap_or(Policy::FirstFree);
+        let mut state = self.lock()?;
+        let State { pools, store } = &mut *state;
+        let (prefix, sub_pool) = self.choose(&req, space, pools)?;
         if let Some(live) = pools.values().find(|p| p.space == space && overlap(&p.prefix, &prefix)) {
             let message = if live.prefix == prefix {
                 format!(
@@ -239,7 +327,7 @@ impl IpamDriver for DefaultIpamDriver {
         }
         let id = pool_id(space, &prefix, sub_pool.as_ref());
         pools.insert(id.clone(), Pool::new(space, prefix, sub_pool, policy));
-        if let Err(e) = self.store.save(&pools) {
+        if let Err(e) = store.snapshot(pools) {
             pools.remove(&id);
             return Err(e);
         }
@@ -247,14 +335,15 @@ impl IpamDriver for DefaultIpamDriver {
     }
 
     fn release_pool(&self, req: ReleasePoolRequest) -> DriverResult<()> {
-        let mut pools = self.lock()?;
+        let mut state = self.lock()?;
+        let State { pools, store } = &mut *state;
         let pool = pools.remove(&req.pool_id).ok_or_else(|| {
             DriverError::not_found(format!(
                 "pool {:?} is not live (never requested, or released)",
                 req.pool_id
             ))
         })?;
-        if let Err(e) = self.store.save(&pools) {
+        if let Err(e) = store.snapshot(pools) {
             pools.insert(req.pool_id, pool);
             return Err(e);
         }
@@ -262,72 +351,102 @@ impl IpamDriver for DefaultIpamDriver {
     }
 
     fn request_address(&self, req: RequestAddressRequest) -> DriverResult<RequestAddressResponse> {
-        let mut pools = self.lock()?;
+        let asked = policy(&req.options)?;
+        let specific = (!req.address.is_empty()).then(|| parse_ip(&req.address)).transpose()?;
+        let gateway = req.is_gateway();
+        let mut state = self.lock()?;
+        let State { pools, store } = &mut *state;
         let pool = pools.get_mut(&req.pool_id).ok_or_else(|| not_live(&req.pool_id))?;
-        let last = pool.alloc.last();
-        let offset = if !req.address.is_empty() {
-            let ip = parse_ip(&req.address)?;
-            let off = match pool.locate(ip)? {
-                Spot::Usable(off) => off,
-                Spot::Reserved(what) => {
-                    return Err(DriverError::invalid_argument(format!(
-                        "address {ip} is out of range: it is {what} of pool {}",
-                        pool.describe()
-                    )))
-                }
-            };
+        let (last, held_gateway) = (pool.alloc.last(), pool.gateway);
+        // Where a specific address falls is checked first: a bad address
+        // is a bad request whatever the pool holds.
+        let located = match specific.map(|ip| pool.locate(ip)).transpose()? {
+            Some(Spot::Reserved(what)) => {
+                return Err(DriverError::invalid_argument(format!(
+                    "address {} is out of range: it is {what} of pool {}",
+                    req.address,
+                    pool.describe()
+                )))
+            }
+            Some(Spot::Usable(off)) => Some(off),
+            None => None,
+        };
+        if let (true, Some(g)) = (gateway, held_gateway) {
+            return Err(DriverError::conflict(format!(
+                "pool {} already has gateway {}; release it before requesting another",
+                pool.describe(),
+                pool.address(g)
+            )));
+        }
+        let (offset, op) = if let (Some(ip), Some(off)) = (specific, located) {
             if !pool.alloc.take(off) {
                 return Err(DriverError::conflict(format!(
                     "address {ip} is already in use in pool {}",
                     pool.describe()
                 )));
             }
-            off
-        } else if req.is_gateway() {
-            if pool.alloc.max().is_none() {
-                return Err(no_addresses(pool));
-            }
-            if !pool.alloc.take(0) {
+            (off, if gateway { Op::Gateway } else { Op::Take })
+        } else if gateway {
+            let Some((first, _)) = pool.alloc.range() else { return Err(no_addresses(pool)) };
+            if !pool.alloc.take(first) {
                 return Err(DriverError::conflict(format!(
                     "the default gateway {} (first host address) of pool {} is already in use; \
                      request a specific gateway address",
-                    pool.address(0),
+                    pool.address(first),
                     pool.describe()
                 )));
             }
-            0
+            (first, Op::Gateway)
         } else {
-            pool.alloc.take_any().ok_or_else(|| no_addresses(pool))?
+            let policy = asked.unwrap_or(pool.alloc.policy());
+            (pool.alloc.take_any(policy).ok_or_else(|| no_addresses(pool))?, Op::Any)
         };
-        let ip = pool.address(offset);
-        let answer = RequestAddressResponse::new(pool.cidr(ip));
-        if let Err(e) = self.store.save(&pools) {
-            if let Some(pool) = pools.get_mut(&req.pool_id) {
+        if gateway {
+            pool.gateway = Some(offset);
+        }
+        let answer = RequestAddressResponse::new(pool.cidr(pool.address(offset)));
+        let bare = answer.address.split('/').next().unwrap_or_default();
+        let seq = match store.append(&req.pool_id, op, bare) {
+            Ok(seq) => seq,
+            Err(e) => {
                 pool.alloc.free(offset);
                 pool.alloc.set_last(last);
+                pool.gateway = held_gateway;
+                return Err(e);
             }
-            return Err(e);
-        }
+        };
+        store.maybe_compact(pools);
+        drop(state);
+        self.sync(seq)?;
         Ok(answer)
     }
 
     fn release_address(&self, req: ReleaseAddressRequest) -> DriverResult<()> {
-        let mut pools = self.lock()?;
-        let pool = pools.get_mut(&req.pool_id).ok_or_else(|| not_live(&req.pool_id))?;
         let ip = parse_ip(&req.address)?;
+        let mut state = self.lock()?;
+        let State { pools, store } = &mut *state;
+        let pool = pools.get_mut(&req.pool_id).ok_or_else(|| not_live(&req.pool_id))?;
         let Spot::Usable(offset) = pool.locate(ip)? else {
             return Ok(()); // reserved: never allocated
         };
+        let held_gateway = pool.gateway;
         if !pool.alloc.free(offset) {
             return Ok(());
         }
-        if let Err(e) = self.store.save(&pools) {
-            if let Some(pool) = pools.get_mut(&req.pool_id) {
-                pool.alloc.take(offset);
-            }
-            return Err(e);
+        if held_gateway == Some(offset) {
+            pool.gateway = None;
         }
-        Ok(())
+        let seq = match store.append(&req.pool_id, Op::Free, &ip.to_string()) {
+            Ok(seq) => seq,
+            Err(e) => {
+                pool.alloc.take(offset);
+                pool.gateway = held_gateway;
+                return Err(e);
+            }
+        };
+        store.maybe_compact(pools);
+        drop(state);
+        self.sync(seq)
     }
 }
 

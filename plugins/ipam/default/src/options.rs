@@ -76,10 +76,31 @@ impl DefaultPools {
     }
 
     /// The first subnet of the default pools of the family that overlaps
-    /// none of `live` (the live pools of one address space).
-    pub fn pick(&self, v6: bool, live: &[IpNet]) -> Option<IpNet> {
+    /// none of `live` (the live pools of one address space): of length
+    /// `len` when given (cut from every base at least that big), else of
+    /// each base's own size. A length no base can hold is an
+    /// invalid-argument error.
+    pub fn pick(&self, v6: bool, len: Option<u8>, live: &[IpNet]) -> DriverResult<Option<IpNet>> {
         let bases = if v6 { &self.v6 } else { &self.v4 };
-        bases.iter().find_map(|(base, size)| first_free_subnet(base, *size, live))
+        let Some(len) = len else {
+            return Ok(bases.iter().find_map(|(base, size)| first_free_subnet(base, *size, live)));
+        };
+        let family = if v6 { "IPv6" } else { "IPv4" };
+        let Some(widest) = bases.iter().map(|(base, _)| base.prefix_len()).min() else {
+            return Err(DriverError::invalid_argument(format!(
+                "no default {family} address pools are configured; name the pool to use"
+            )));
+        };
+        if len < widest {
+            return Err(DriverError::invalid_argument(format!(
+                "prefix length /{len} is bigger than every default {family} address pool \
+                 (the biggest is /{widest}); ask for /{widest} or longer"
+            )));
+        }
+        Ok(bases
+            .iter()
+            .filter(|(base, _)| base.prefix_len() <= len)
+            .find_map(|(base, _)| first_free_subnet(base, len, live)))
     }
 }
 
@@ -150,14 +171,22 @@ mod tests {
     #[test]
     fn docker_defaults_are_used_in_order() {
         let d = defaults();
-        assert_eq!(d.pick(false, &[]), Some(net("172.17.0.0/16")));
-        assert_eq!(d.pick(false, &[net("172.17.0.0/16")]), Some(net("172.18.0.0/16")));
+        assert_eq!(d.pick(false, None, &[]).unwrap(), Some(net("172.17.0.0/16")));
+        assert_eq!(d.pick(false, None, &[net("172.17.0.0/16")]).unwrap(), Some(net("172.18.0.0/16")));
         let all_172: Vec<IpNet> = (17..=31).map(|b| net(&format!("172.{b}.0.0/16"))).collect();
-        assert_eq!(d.pick(false, &all_172), Some(net("192.168.0.0/20")));
-        assert_eq!(d.pick(true, &[]), Some(net("fd00:b347::/64")));
-        assert_eq!(d.pick(true, &[net("fd00:b347::/64")]), Some(net("fd00:b347:0:1::/64")));
+        assert_eq!(d.pick(false, None, &all_172).unwrap(), Some(net("192.168.0.0/20")));
+        assert_eq!(d.pick(true, None, &[]).unwrap(), Some(net("fd00:b347::/64")));
+        assert_eq!(d.pick(true, None, &[net("fd00:b347::/64")]).unwrap(), Some(net("fd00:b347:0:1::/64")));
         // A v4 pool never blocks a v6 pick.
-        assert_eq!(d.pick(true, &[net("172.17.0.0/16")]), Some(net("fd00:b347::/64")));
+        assert_eq!(d.pick(true, None, &[net("172.17.0.0/16")]).unwrap(), Some(net("fd00:b347::/64")));
+        // A requested length cuts the bases that can hold it.
+        assert_eq!(d.pick(false, Some(24), &[]).unwrap(), Some(net("172.17.0.0/24")));
+        assert_eq!(d.pick(false, Some(24), &[net("172.17.0.0/24")]).unwrap(), Some(net("172.17.1.0/24")));
+        assert_eq!(d.pick(true, Some(80), &[]).unwrap(), Some(net("fd00:b347::/80")));
+        assert_eq!(d.pick(false, Some(17), &all_172).unwrap(), Some(net("192.168.0.0/17")));
+        let e = d.pick(false, Some(12), &[]).unwrap_err();
+        assert!(e.message.contains("/12") && e.message.contains("/16"), "{}", e.message);
+        assert!(d.pick(true, Some(47), &[]).is_err());
     }
 
     #[test]
@@ -207,6 +236,6 @@ mod tests {
         assert_eq!(e.kind, berth_plugin_api::ErrorKind::InvalidArgument);
         // Empty lists are fine: no dynamic pools of that family.
         let opts = Opts { default_address_pools: Some(vec![]), default_address_pools_v6: Some(vec![]) };
-        assert_eq!(DefaultPools::from_options(&opts).unwrap().pick(false, &[]), None);
+        assert_eq!(DefaultPools::from_options(&opts).unwrap().pick(false, None, &[]).unwrap(), None);
     }
 }

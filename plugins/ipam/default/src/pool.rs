@@ -98,13 +98,16 @@ pub(crate) struct Pool {
     pub space: &'static str,
     /// The pool's prefix.
     pub prefix: IpNet,
-    /// The prefix addresses are handed out of, when narrower than the pool.
+    /// The prefix "any address" comes from, when narrower than the pool.
     pub sub_pool: Option<IpNet>,
-    /// First and last usable address (bits), inclusive; `None` when the
-    /// range holds only reserved addresses.
+    /// First and last usable address of the pool (bits), inclusive; `None`
+    /// when the pool holds only reserved addresses. Offsets count from the
+    /// first.
     usable: Option<(u128, u128)>,
     /// Which usable addresses are taken.
     pub alloc: Allocator,
+    /// The offset of the pool's gateway, while it is allocated.
+    pub gateway: Option<u128>,
 }
 
 impl fmt::Debug for Pool {
@@ -113,6 +116,7 @@ impl fmt::Debug for Pool {
             .field("id", &self.id())
             .field("usable", &self.usable)
             .field("alloc", &self.alloc)
+            .field("gateway", &self.gateway)
             .finish()
     }
 }
@@ -120,9 +124,21 @@ impl fmt::Debug for Pool {
 impl Pool {
     /// A pool with no address taken. `sub_pool` must lie inside `prefix`.
     pub fn new(space: &'static str, prefix: IpNet, sub_pool: Option<IpNet>, policy: Policy) -> Pool {
-        let usable = usable_range(&prefix, sub_pool.as_ref());
+        let usable = usable_range(&prefix, None);
         let max_offset = usable.map(|(first, last)| last - first);
-        Pool { space, prefix, sub_pool, usable, alloc: Allocator::new(max_offset, policy) }
+        // "Any address" comes from the sub-pool's usable part.
+        let range = match (usable, usable_range(&prefix, sub_pool.as_ref())) {
+            (Some((first, _)), Some((a, b))) => Some((a - first, b - first)),
+            _ => None,
+        };
+        Pool {
+            space,
+            prefix,
+            sub_pool,
+            usable,
+            alloc: Allocator::new(max_offset, range, policy),
+            gateway: None,
+        }
     }
 
     /// The pool's id.
@@ -153,11 +169,11 @@ impl Pool {
         format!("{ip}/{}", self.prefix.prefix_len())
     }
 
-    /// Where `ip` falls; an address outside the range addresses are handed
-    /// out of is an invalid-argument ("out of range") error.
+    /// Where `ip` falls; an address outside the pool is an
+    /// invalid-argument ("out of range") error. (A specific address may lie
+    /// outside the sub-pool, as in Docker.)
     pub fn locate(&self, ip: IpAddr) -> DriverResult<Spot> {
-        let range = self.sub_pool.unwrap_or(self.prefix);
-        if !range.contains(&ip) {
+        if !self.prefix.contains(&ip) {
             return Err(DriverError::invalid_argument(format!(
                 "address {ip} is out of range of pool {}",
                 self.describe()
@@ -256,6 +272,18 @@ mod tests {
         assert_eq!(v6.locate(ip("fd00::1")).unwrap(), Spot::Usable(0));
         assert_eq!(v6.address(0), ip("fd00::1"));
         assert_eq!(v6.cidr(ip("fd00::1")), "fd00::1/64");
+    }
+
+    #[test]
+    fn a_sub_pool_narrows_any_address_not_specific_ones() {
+        let pool = Pool::new(LOCAL, net("10.0.0.0/16"), Some(net("10.0.2.0/24")), Policy::FirstFree);
+        // Offsets count from 10.0.0.1, the pool's first usable address.
+        assert_eq!(pool.alloc.range(), Some((0x1ff, 0x2fe)));
+        assert_eq!(pool.locate(ip("10.0.5.5")).unwrap(), Spot::Usable(0x504));
+        assert_eq!(pool.address(0x1ff), ip("10.0.2.0"));
+        let edge = Pool::new(LOCAL, net("10.0.0.0/24"), Some(net("10.0.0.0/32")), Policy::FirstFree);
+        assert_eq!(edge.alloc.range(), None);
+        assert_eq!(edge.locate(ip("10.0.0.9")).unwrap(), Spot::Usable(8));
     }
 
     #[test]

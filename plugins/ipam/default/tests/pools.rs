@@ -158,3 +158,23 @@ fn bad_options_are_refused_at_construction() {
     let init = berth_plugin_api::InitRequest::new("default", "", "");
     assert_err(module().new_ipam(&init).map(|_| ()), ErrorKind::InvalidArgument, "root");
 }
+
+#[test]
+fn the_unspecified_address_asks_for_a_dynamic_pool_of_that_length() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = open(dir.path());
+    let r = request_pool(&d, "", "0.0.0.0/24", "").unwrap();
+    assert_eq!((r.pool_id.as_str(), r.pool.as_str()), ("local/172.17.0.0/24", "172.17.0.0/24"));
+    assert_eq!(request_pool(&d, "", "0.0.0.0/24", "").unwrap().pool, "172.17.1.0/24");
+    // The default size still skips what is live.
+    assert_eq!(dynamic(&d, "", false).unwrap().pool, "172.18.0.0/16");
+    assert_eq!(request_pool(&d, "", "::/80", "").unwrap().pool, "fd00:b347::/80");
+    assert_err(request_pool(&d, "", "0.0.0.0/12", ""), ErrorKind::InvalidArgument, "ask for /16 or longer");
+    assert_err(request_pool(&d, "", "0.0.0.0/0", ""), ErrorKind::InvalidArgument, "bigger than every");
+    assert_err(request_pool(&d, "", "0.0.0.0/33", ""), ErrorKind::InvalidArgument, "not a CIDR prefix");
+    assert_err(request_pool(&d, "", "::/129", ""), ErrorKind::InvalidArgument, "not a CIDR prefix");
+    assert_err(request_pool(&d, "", "0.0.0.0/24", "0.0.0.0/25"), ErrorKind::InvalidArgument, "sub-pool");
+    let mut req = pool_req("", "0.0.0.0/24", "");
+    req.v6 = true;
+    assert_err(d.request_pool(req), ErrorKind::InvalidArgument, "V6=true");
+}
