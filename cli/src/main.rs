@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::client::Client;
-use crate::commands::{image, plugin, system, volume};
+use crate::commands::{image, network, plugin, sandbox, system, volume};
 
 const AFTER_HELP: &str = "\
 Exit status:
@@ -52,6 +52,12 @@ enum Command {
     /// Manage volumes.
     #[command(subcommand)]
     Volume(volume::VolumeCommand),
+    /// Manage networks: create, ls, inspect, rm, connect, disconnect, prune.
+    #[command(subcommand)]
+    Network(network::NetworkCommand),
+    /// Manage sandboxes (network namespaces to connect until containers exist).
+    #[command(subcommand)]
+    Sandbox(sandbox::SandboxCommand),
     /// Manage images: load, save, ls, inspect, rm.
     #[command(subcommand)]
     Image(image::ImageCommand),
@@ -119,6 +125,8 @@ fn main() -> ExitCode {
         Command::Info(args) => system::info(&client, args),
         Command::Plugin(cmd) => plugin::run(&client, cmd),
         Command::Volume(cmd) => volume::run(&client, cmd),
+        Command::Network(cmd) => network::run(&client, cmd),
+        Command::Sandbox(cmd) => sandbox::run(&client, cmd),
         Command::Image(cmd) => image::run(&client, cmd),
         Command::Images(args) => image::ls(&client, args),
         Command::Load(args) => image::load(&client, args),
@@ -131,5 +139,16 @@ fn main() -> ExitCode {
             e.print();
             ExitCode::from(e.exit_code())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
     }
 }

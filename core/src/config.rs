@@ -370,10 +370,10 @@ mod tests {
     use berth_plugin_api::Kind;
 
     #[test]
-    fn the_embedded_default_parses_and_loads_the_five_builtin_plugins() {
+    fn the_embedded_default_parses_and_names_the_builtin_plugins() {
         let c = Config::embedded();
         let names: Vec<_> = c.plugin.iter().map(|p| p.name.as_str()).collect();
-        assert_eq!(names, ["vfs", "none", "host", "default", "local"]);
+        assert_eq!(names, ["vfs", "none", "host", "bridge", "macvlan", "default", "null", "local"]);
         assert_eq!(c.storage.driver, "vfs");
         assert_eq!(c.call_timeout(), Duration::from_secs(30));
     }

@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::images::{images_dir, ImageService, StorageDrivers};
+use crate::network::{NetworkDrivers, NetworkService, NetworkSettings};
 use crate::registry::{PluginView, Registry};
 use crate::store::Store;
 use crate::volumes::VolumeService;
@@ -56,6 +57,8 @@ pub struct Info {
     pub volumes: usize,
     /// Images the daemon holds.
     pub images: usize,
+    /// Networks the daemon holds.
+    pub networks: usize,
     /// What reconcile did at start.
     pub reconcile: ReconcileReport,
     /// How long start-up took, in microseconds.
@@ -70,6 +73,7 @@ pub struct Engine {
     store: Arc<Store>,
     volumes: VolumeService,
     images: ImageService,
+    networks: NetworkService,
     reconcile: ReconcileReport,
     startup: Duration,
 }
@@ -99,7 +103,17 @@ impl Engine {
             config.storage.driver.clone(),
             Arc::clone(&store),
             &images_dir(&config.daemon.root),
-            crash_at,
+            crash_at.clone(),
+        )?;
+        let networks = NetworkService::new(
+            Arc::clone(&registry) as Arc<dyn NetworkDrivers>,
+            Arc::clone(&store),
+            NetworkSettings {
+                exec_root: config.daemon.exec_root.clone(),
+                default_driver: config.network.default.clone(),
+                default_ipam: config.network.ipam.clone(),
+                crash_at,
+            },
         )?;
         let mut engine = Engine {
             config,
@@ -107,6 +121,7 @@ impl Engine {
             store,
             volumes,
             images,
+            networks,
             reconcile: ReconcileReport::default(),
             startup: Duration::ZERO,
         };
@@ -117,7 +132,23 @@ impl Engine {
 
     fn reconcile_ledger(&self) -> DriverResult<ReconcileReport> {
         let mut report = ReconcileReport::default();
-        for (seq, intent) in self.store.pending()? {
+        let (network_ops, others): (Vec<_>, Vec<_>) =
+            self.store.pending()?.into_iter().partition(|(_, i)| crate::network::owns(&i.op));
+        // Network operations go together: a step's notes belong to its
+        // operation.
+        for outcome in self.networks.reconcile(&network_ops) {
+            match outcome {
+                Ok(done) => {
+                    tracing::info!("ledger: {done}");
+                    report.resolved.push(done);
+                }
+                Err(line) => {
+                    tracing::warn!("ledger: unresolved {line}");
+                    report.unresolved.push(line);
+                }
+            }
+        }
+        for (seq, intent) in others {
             let outcome = match intent.op.as_str() {
                 op if op.starts_with("volume.") => self.volumes.reconcile(seq, &intent),
                 op if op.starts_with("image.") || op.starts_with("layer.") => {
@@ -173,6 +204,11 @@ impl Engine {
         &self.images
     }
 
+    /// Networks, endpoints and sandboxes.
+    pub fn networks(&self) -> &NetworkService {
+        &self.networks
+    }
+
     /// What reconcile did at start-up.
     pub fn reconcile_report(&self) -> &ReconcileReport {
         &self.reconcile
@@ -220,6 +256,7 @@ impl Engine {
             config_source: self.config.source.clone(),
             volumes: self.volumes.count(),
             images: self.images.count(),
+            networks: self.networks.count(),
             reconcile: self.reconcile.clone(),
             startup_us: self.startup.as_micros() as u64,
         }

@@ -4,7 +4,7 @@
 //! the shared-object loader, the registry of drivers (a value built from the
 //! config), the one call wrapper every driver call goes through, and the
 //! state store holding the resource ledger, and the services built on
-//! them (volumes, images and their layers).
+//! them (volumes, images and their layers, networks and their sandboxes).
 
 pub mod call;
 pub mod config;
@@ -15,8 +15,10 @@ pub mod layers;
 pub mod loader;
 pub mod locks;
 pub mod mountspec;
+pub mod network;
 pub mod registry;
 pub mod remote;
+pub mod sandbox;
 pub mod store;
 pub mod volumes;
 
@@ -29,5 +31,9 @@ pub use images::{
     DeleteItem, ImageInspect, ImageService, ImageSummary, LayerState, LoadProgress, LoadedImage,
 };
 pub use loader::{load_library, Compat, LoadError, LoadedLibrary};
+pub use network::{
+    ConnectRequest, CreateNetwork, CreateSandbox, DisconnectRequest, NetworkService, NetworkView,
+    SandboxRecord,
+};
 pub use registry::{Registry, RegistryError, State, Transport};
 pub use volumes::{CreateVolume, MountRef, MountVolume, PruneReport, Volume, VolumeList, VolumeService};

@@ -38,8 +38,8 @@ Exit status:
   3  with --check-config: the configuration is valid but a plugin failed
      to load (it is listed with its reason)
 
-Without --config the embedded default configuration is used: the five
-built-in plugins, loaded as shared objects from plugin_dirs or the directory
+Without --config the embedded default configuration is used: the built-in
+plugins (vfs, none, host, bridge, macvlan, default, null, local), loaded as shared objects from plugin_dirs or the directory
 of berthd. --root, --exec-root and --socket override the configuration, so
 several daemons can run side by side.";
 

@@ -3,8 +3,11 @@
 //! [`crate::api`] only see a [`Command`].
 
 use berth_core::images::LIST_FILTERS as IMAGE_LIST_FILTERS;
+use berth_core::network::{LIST_FILTERS as NETWORK_LIST_FILTERS, PRUNE_FILTERS as NETWORK_PRUNE_FILTERS};
 use berth_core::volumes::{LIST_FILTERS, PRUNE_FILTERS};
-use berth_core::{CreateVolume, Filters, MountVolume};
+use berth_core::{
+    ConnectRequest, CreateNetwork, CreateSandbox, CreateVolume, DisconnectRequest, Filters, MountVolume,
+};
 use berth_plugin_api::ErrorKind;
 use hyper::Method;
 
@@ -55,6 +58,38 @@ pub enum Command {
         /// Remove the record even when the driver refuses.
         force: bool,
     },
+    /// `GET /networks?filters=`.
+    NetworkList(Filters),
+    /// `POST /networks/create`.
+    NetworkCreate(Box<CreateNetwork>),
+    /// `GET /networks/{id or name}`.
+    NetworkInspect(String),
+    /// `DELETE /networks/{id or name}`.
+    NetworkRemove(String),
+    /// `POST /networks/{id}/connect`.
+    NetworkConnect {
+        /// The network.
+        network: String,
+        /// The sandbox and how to attach it.
+        req: Box<ConnectRequest>,
+    },
+    /// `POST /networks/{id}/disconnect`.
+    NetworkDisconnect {
+        /// The network.
+        network: String,
+        /// The sandbox.
+        req: DisconnectRequest,
+    },
+    /// `POST /networks/prune?filters=`.
+    NetworkPrune(Filters),
+    /// `POST /sandboxes/create` (berth).
+    SandboxCreate(CreateSandbox),
+    /// `GET /sandboxes` (berth).
+    SandboxList,
+    /// `GET /sandboxes/{id or name}` (berth).
+    SandboxInspect(String),
+    /// `DELETE /sandboxes/{id or name}` (berth).
+    SandboxRemove(String),
     /// `POST /images/load?quiet=`: the request body is the archive, handed
     /// to the handler unread (see [`streams_body`]).
     ImageLoad {
@@ -267,6 +302,40 @@ pub fn parse(method: &Method, path: &str, query: Option<&str>, body: &[u8]) -> R
                 Ok(Command::VolumeRemove { name: name.to_string(), force: query_bool(query, "force")? })
             }
             _ if *name == "create" || *name == "prune" => not_allowed(&["POST", "GET", "DELETE"]),
+            _ => not_allowed(&["GET", "DELETE"]),
+        },
+        ["networks"] if is(&Method::GET) => {
+            Ok(Command::NetworkList(query_filters(query, NETWORK_LIST_FILTERS)?))
+        }
+        ["networks"] => not_allowed(&["GET"]),
+        ["networks", "create"] if is(&Method::POST) => Ok(Command::NetworkCreate(Box::new(json_body(body)?))),
+        ["networks", "prune"] if is(&Method::POST) => {
+            Ok(Command::NetworkPrune(query_filters(query, NETWORK_PRUNE_FILTERS)?))
+        }
+        ["networks", name, verb @ ("connect" | "disconnect")] if !name.is_empty() => {
+            if !is(&Method::POST) {
+                return not_allowed(&["POST"]);
+            }
+            let network = name.to_string();
+            Ok(if *verb == "connect" {
+                Command::NetworkConnect { network, req: Box::new(json_body(body)?) }
+            } else {
+                Command::NetworkDisconnect { network, req: json_body(body)? }
+            })
+        }
+        ["networks", name] if !name.is_empty() => match *method {
+            Method::GET => Ok(Command::NetworkInspect(name.to_string())),
+            Method::DELETE => Ok(Command::NetworkRemove(name.to_string())),
+            _ if *name == "create" || *name == "prune" => not_allowed(&["POST", "GET", "DELETE"]),
+            _ => not_allowed(&["GET", "DELETE"]),
+        },
+        ["sandboxes"] if is(&Method::GET) => Ok(Command::SandboxList),
+        ["sandboxes"] => not_allowed(&["GET"]),
+        ["sandboxes", "create"] if is(&Method::POST) => Ok(Command::SandboxCreate(json_body(body)?)),
+        ["sandboxes", name] if !name.is_empty() => match *method {
+            Method::GET => Ok(Command::SandboxInspect(name.to_string())),
+            Method::DELETE => Ok(Command::SandboxRemove(name.to_string())),
+            _ if *name == "create" => not_allowed(&["POST", "GET", "DELETE"]),
             _ => not_allowed(&["GET", "DELETE"]),
         },
         ["images", "load"] if is(&Method::POST) => {
@@ -485,6 +554,76 @@ mod tests {
             StatusCode::METHOD_NOT_ALLOWED
         );
         assert_eq!(get("/images").unwrap_err().status, StatusCode::NOT_FOUND);
+    }
+
+    #[test]
+    fn network_and_sandbox_routes_parse_with_and_without_a_prefix() {
+        for prefix in ["", "/v1.44", "/v1.47"] {
+            let p = |s: &str| format!("{prefix}{s}");
+            assert_eq!(get(&p("/networks")).unwrap(), Command::NetworkList(Filters::none()));
+            assert_eq!(get(&p("/networks/abc")).unwrap(), Command::NetworkInspect("abc".into()));
+            assert_eq!(
+                parse(&Method::DELETE, &p("/networks/abc"), None, b"").unwrap(),
+                Command::NetworkRemove("abc".into())
+            );
+            let create =
+                parse(&Method::POST, &p("/networks/create"), None, br#"{"Name":"n","Driver":"none"}"#);
+            assert_eq!(
+                create.unwrap(),
+                Command::NetworkCreate(Box::new(CreateNetwork {
+                    name: "n".into(),
+                    driver: "none".into(),
+                    ..Default::default()
+                }))
+            );
+            let c = parse(&Method::POST, &p("/networks/n/connect"), None, br#"{"Container":"box"}"#).unwrap();
+            assert_eq!(
+                c,
+                Command::NetworkConnect {
+                    network: "n".into(),
+                    req: Box::new(ConnectRequest { container: "box".into(), ..Default::default() })
+                }
+            );
+            let d = parse(
+                &Method::POST,
+                &p("/networks/n/disconnect"),
+                None,
+                br#"{"Container":"box","Force":true}"#,
+            );
+            assert_eq!(
+                d.unwrap(),
+                Command::NetworkDisconnect {
+                    network: "n".into(),
+                    req: DisconnectRequest { container: "box".into(), force: true }
+                }
+            );
+            assert_eq!(
+                parse(&Method::POST, &p("/networks/prune"), None, b"").unwrap(),
+                Command::NetworkPrune(Filters::none())
+            );
+            assert_eq!(get(&p("/sandboxes")).unwrap(), Command::SandboxList);
+            assert_eq!(
+                parse(&Method::POST, &p("/sandboxes/create"), None, br#"{"Name":"b"}"#).unwrap(),
+                Command::SandboxCreate(CreateSandbox { name: "b".into(), host: false })
+            );
+            assert_eq!(
+                parse(&Method::DELETE, &p("/sandboxes/b"), None, b"").unwrap(),
+                Command::SandboxRemove("b".into())
+            );
+        }
+        // What Docker's client sends for `docker network create` parses.
+        let docker = br#"{"Name":"n","CheckDuplicate":true,"Driver":"none","Scope":"","EnableIPv6":false,
+            "IPAM":{"Driver":"default","Options":{},"Config":[]},"Internal":false,"Attachable":false,
+            "Ingress":false,"ConfigOnly":false,"ConfigFrom":null,"Options":{},"Labels":{}}"#;
+        assert!(parse(&Method::POST, "/v1.47/networks/create", None, docker).is_ok());
+        let e =
+            parse(&Method::POST, "/networks/create", None, br#"{"Name":"n","Colour":"red"}"#).unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        let e = parse(&Method::GET, "/networks/n/connect", None, b"").unwrap_err();
+        assert_eq!(e.status, StatusCode::METHOD_NOT_ALLOWED);
+        let e = parse(&Method::GET, "/networks", Some("filters=%7B%22size%22%3A%5B%221%22%5D%7D"), b"")
+            .unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
     }
 
     #[test]

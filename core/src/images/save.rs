@@ -39,7 +39,7 @@ enum Body {
 
 impl ImageService {
     /// Writes the images `names` refer to as a `docker save` archive to
-    /// `out` (see the [module documentation](self)). A name is taken as
+    /// `out` (Docker 25's layout plus `index.json`, so it is also an OCI layout). A name is taken as
     /// [`ImageService::resolve`] takes it, except that a repository name
     /// without a tag saves every tag of that repository (as Docker does).
     /// Loading the archive back gives the same image IDs.

@@ -3,6 +3,7 @@
 //! blocking pool and the runtime keeps serving other requests meanwhile.
 
 pub mod images;
+pub mod networks;
 pub mod plugins;
 pub mod system;
 pub mod volumes;
@@ -92,6 +93,17 @@ async fn whole(state: &Arc<AppState>, cmd: Command) -> Result<Reply, ApiError> {
         Command::VolumeCreate(req) => volumes::create(state, req).await,
         Command::VolumeInspect(name) => volumes::inspect(state, name).await,
         Command::VolumeRemove { name, force } => volumes::remove(state, name, force).await,
+        Command::NetworkList(filters) => networks::list(state, filters).await,
+        Command::NetworkCreate(req) => networks::create(state, *req).await,
+        Command::NetworkInspect(name) => networks::inspect(state, name).await,
+        Command::NetworkRemove(name) => networks::remove(state, name).await,
+        Command::NetworkConnect { network, req } => networks::connect(state, network, *req).await,
+        Command::NetworkDisconnect { network, req } => networks::disconnect(state, network, req).await,
+        Command::NetworkPrune(filters) => networks::prune(state, filters).await,
+        Command::SandboxCreate(req) => networks::sandbox_create(state, req).await,
+        Command::SandboxList => networks::sandbox_list(state).await,
+        Command::SandboxInspect(name) => networks::sandbox_inspect(state, name).await,
+        Command::SandboxRemove(name) => networks::sandbox_remove(state, name).await,
         Command::ImageList { filters, all } => images::list(state, filters, all).await,
         Command::ImageInspect(name) => images::inspect(state, name).await,
         Command::ImageRemove { name, force, noprune } => images::remove(state, name, force, noprune).await,
