@@ -412,17 +412,7 @@ pub fn ls(client: &Client, args: LsArgs) -> Result<(), CliError> {
 
 /// `berth image inspect`.
 pub fn inspect(client: &Client, args: InspectArgs) -> Result<(), CliError> {
-    let mut found = Vec::new();
-    let mut failed = Vec::new();
-    for name in args.names {
-        match client.get::<Value>(&format!("/images/{}/json", segment(&name))) {
-            Ok(v) => found.push(v),
-            Err(e @ CliError::Api { .. }) => failed.push(e),
-            Err(e) => return Err(e),
-        }
-    }
-    print_json(&found)?;
-    report(failed)
+    super::inspect_each(client, args.names, |n| format!("/images/{n}/json"))
 }
 
 /// `berth image rm`.

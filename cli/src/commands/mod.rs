@@ -44,6 +44,45 @@ pub fn filters_query(pairs: &[(String, String)]) -> String {
     format!("?filters={}", segment(&json!(map).to_string()))
 }
 
+/// `GET`s `path(name)` for every name and prints the answers as one JSON
+/// array; an API error for one name is reported after the others (Docker's
+/// `inspect` of several objects).
+pub fn inspect_each(
+    client: &crate::client::Client,
+    names: Vec<String>,
+    path: impl Fn(&str) -> String,
+) -> Result<(), CliError> {
+    let mut found = Vec::new();
+    let mut failed = Vec::new();
+    for name in names {
+        match client.get::<serde_json::Value>(&path(&segment(&name))) {
+            Ok(v) => found.push(v),
+            Err(e @ CliError::Api { .. }) => failed.push(e),
+            Err(e) => return Err(e),
+        }
+    }
+    crate::output::print_json(&found)?;
+    report(failed)
+}
+
+/// `DELETE`s `path(name)` for every name, printing each name removed; an
+/// API error for one name is reported after the others.
+pub fn remove_each(
+    client: &crate::client::Client,
+    names: Vec<String>,
+    path: impl Fn(&str) -> String,
+) -> Result<(), CliError> {
+    let mut failed = Vec::new();
+    for name in names {
+        match client.delete(&path(&segment(&name))) {
+            Ok(()) => println!("{name}"),
+            Err(e @ CliError::Api { .. }) => failed.push(e),
+            Err(e) => return Err(e),
+        }
+    }
+    report(failed)
+}
+
 /// Prints every per-operand error; one or more make the exit status 1.
 pub fn report(failed: Vec<CliError>) -> Result<(), CliError> {
     match failed.len() {

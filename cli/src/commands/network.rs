@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use serde_json::{json, Value};
 
-use super::{confirm, filters_query, key_value, label, report};
+use super::{confirm, filters_query, key_value, label};
 use crate::client::{segment, Client};
 use crate::output::{print_json, table, Format};
 use crate::CliError;
@@ -261,30 +261,8 @@ pub fn run(client: &Client, cmd: NetworkCommand) -> Result<(), CliError> {
             print!("{}", table(&["NETWORK ID", "NAME", "DRIVER", "SCOPE"], &rows));
             Ok(())
         }
-        NetworkCommand::Inspect { names } => {
-            let mut found = Vec::new();
-            let mut failed = Vec::new();
-            for name in names {
-                match client.get::<Value>(&format!("/networks/{}", segment(&name))) {
-                    Ok(v) => found.push(v),
-                    Err(e @ CliError::Api { .. }) => failed.push(e),
-                    Err(e) => return Err(e),
-                }
-            }
-            print_json(&found)?;
-            report(failed)
-        }
-        NetworkCommand::Rm { names } => {
-            let mut failed = Vec::new();
-            for name in names {
-                match client.delete(&format!("/networks/{}", segment(&name))) {
-                    Ok(()) => println!("{name}"),
-                    Err(e @ CliError::Api { .. }) => failed.push(e),
-                    Err(e) => return Err(e),
-                }
-            }
-            report(failed)
-        }
+        NetworkCommand::Inspect { names } => super::inspect_each(client, names, |n| format!("/networks/{n}")),
+        NetworkCommand::Rm { names } => super::remove_each(client, names, |n| format!("/networks/{n}")),
         NetworkCommand::Connect { network, sandbox, ip, ip6, mac_address, driver_opt } => {
             let body = json!({
                 "Container": sandbox,

@@ -3,8 +3,7 @@
 
 use serde_json::{json, Value};
 
-use super::report;
-use crate::client::{segment, Client};
+use crate::client::Client;
 use crate::output::{print_json, table, Format};
 use crate::CliError;
 
@@ -89,28 +88,8 @@ pub fn run(client: &Client, cmd: SandboxCommand) -> Result<(), CliError> {
             Ok(())
         }
         SandboxCommand::Inspect { names } => {
-            let mut found = Vec::new();
-            let mut failed = Vec::new();
-            for name in names {
-                match client.get::<Value>(&format!("/sandboxes/{}", segment(&name))) {
-                    Ok(v) => found.push(v),
-                    Err(e @ CliError::Api { .. }) => failed.push(e),
-                    Err(e) => return Err(e),
-                }
-            }
-            print_json(&found)?;
-            report(failed)
+            super::inspect_each(client, names, |n| format!("/sandboxes/{n}"))
         }
-        SandboxCommand::Rm { names } => {
-            let mut failed = Vec::new();
-            for name in names {
-                match client.delete(&format!("/sandboxes/{}", segment(&name))) {
-                    Ok(()) => println!("{name}"),
-                    Err(e @ CliError::Api { .. }) => failed.push(e),
-                    Err(e) => return Err(e),
-                }
-            }
-            report(failed)
-        }
+        SandboxCommand::Rm { names } => super::remove_each(client, names, |n| format!("/sandboxes/{n}")),
     }
 }

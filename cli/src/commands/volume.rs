@@ -163,19 +163,7 @@ pub fn run(client: &Client, cmd: VolumeCommand) -> Result<(), CliError> {
                 }
             }
         }
-        VolumeCommand::Inspect { names } => {
-            let mut found = Vec::new();
-            let mut failed = Vec::new();
-            for name in names {
-                match client.get::<Value>(&format!("/volumes/{}", segment(&name))) {
-                    Ok(v) => found.push(v),
-                    Err(e @ CliError::Api { .. }) => failed.push(e),
-                    Err(e) => return Err(e),
-                }
-            }
-            print_json(&found)?;
-            report(failed)
-        }
+        VolumeCommand::Inspect { names } => super::inspect_each(client, names, |n| format!("/volumes/{n}")),
         VolumeCommand::Prune { all, mut filter, force, format } => {
             if !force && !confirm(all)? {
                 println!("Total reclaimed space: 0B");
