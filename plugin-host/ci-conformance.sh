@@ -27,7 +27,9 @@ serve() { # name lib.so
 }
 
 for pair in "local:libberth_volume_local.so" "vfs:libberth_storage_vfs.so" "overlay2:libberth_storage_overlay2.so" \
-  "ipam-default:libberth_ipam_default.so"; do
+  "ipam-default:libberth_ipam_default.so" "ipam-null:libberth_ipam_null.so" \
+  "network-none:libberth_network_none.so" "network-host:libberth_network_host.so" \
+  "network-bridge:libberth_network_bridge.so" "network-macvlan:libberth_network_macvlan.so"; do
   name=${pair%%:*} lib=${pair#*:}
   serve "$name" "$lib"
   "$bin/berth-conformance" run --remote "unix://$work/$name.sock" \

@@ -32,6 +32,8 @@ pub struct Ctx {
     pub(crate) volume: Option<crate::volume::VolumeSlot>,
     /// The IPAM driver under test, for IPAM cases.
     pub(crate) ipam: Option<crate::ipam::IpamSlot>,
+    /// The network driver under test, for network cases.
+    pub(crate) network: Option<crate::network::NetworkSlot>,
     /// The remote plugin under test, when the subject is one (every case).
     pub(crate) remote: Option<crate::remote::RemoteTarget>,
 }
@@ -61,6 +63,7 @@ impl Ctx {
             mounted: BTreeSet::new(),
             volume: None,
             ipam: None,
+            network: None,
             remote: None,
         }
     }
@@ -80,6 +83,7 @@ impl Ctx {
         drop(self.storage.take());
         drop(self.volume.take());
         drop(self.ipam.take());
+        drop(self.network.take());
     }
 
     /// The case's ID.
@@ -241,13 +245,15 @@ impl Ctx {
 
     /// Undoes what the case left: for storage, releases its references,
     /// removes its layers newest first, and calls the driver's `cleanup`;
-    /// for volumes, see [`crate::volume`]; for IPAM, see [`crate::ipam`].
+    /// for volumes, see [`crate::volume`]; for IPAM, see [`crate::ipam`]; for networks,
+    /// see [`crate::network`].
     /// Every step runs; every failure is reported (an already removed layer
     /// is not a failure).
     pub(crate) fn teardown(&mut self) -> Vec<String> {
         let mut errors = self.storage_teardown();
         errors.extend(self.volume_teardown());
         errors.extend(self.ipam_teardown());
+        errors.extend(self.network_teardown());
         errors
     }
 

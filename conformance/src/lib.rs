@@ -43,6 +43,12 @@
 //! through the trait, each on a fresh root (against a remote plugin, each
 //! on prefixes of its own), and teardown releases every pool a case made.
 //!
+//! A network driver crate runs [`network::cases`] with
+//! [`Subject::linked_network`]; the cases call the driver through the
+//! trait and berth-core's sandbox code (what the daemon does on join), in
+//! namespaces and links of their own, and a leak check after teardown
+//! flags any link or nftables table the case left.
+//!
 //! The PL cases test this build's host side: PL-01..PL-08 ([`remote`])
 //! its remote-plugin client against scripted fixture plugins the suite
 //! serves itself (and the remote plugin under test, if any); PL-09 and
@@ -53,6 +59,7 @@ pub mod case;
 pub mod ctx;
 pub mod ipam;
 pub mod lifecycle;
+pub mod network;
 pub mod remote;
 pub mod report;
 pub mod runner;
@@ -73,6 +80,7 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Every implemented case, in ID order within each suite.
 pub fn catalog() -> Vec<Case> {
     let mut all = storage::cases();
+    all.extend(network::cases());
     all.extend(ipam::cases());
     all.extend(volume::cases());
     all.extend(remote::cases());

@@ -36,6 +36,7 @@ enum Command {
         berth-conformance run --plugin target/debug/libberth_storage_vfs.so\n  \
         berth-conformance run --plugin target/debug/libberth_volume_local.so --kind volume\n  \
         berth-conformance run --plugin target/debug/libberth_ipam_default.so\n  \
+        berth-conformance run --plugin target/debug/libberth_network_bridge.so\n  \
         berth-conformance run --plugin libx.so --only ST-01,ST-06 --format junit --output report.xml\n  \
         berth-conformance run --remote unix:///run/docker/plugins/local.sock\n  \
         berth-conformance run --remote tcp://127.0.0.1:8080 --name mine --kind volume\n  \

@@ -91,6 +91,8 @@ pub fn run_case(case: &Case, subject: Option<&Subject>, opts: &Options) -> Outco
         Ok(errors) => errors,
         Err(p) => vec![format!("teardown panicked: {}", panic_text(&*p))],
     };
+    // Links and nftables tables a network case left on the host.
+    let net_leaks = catch_unwind(AssertUnwindSafe(|| ctx.network_leaks())).unwrap_or_default();
     if catch_unwind(AssertUnwindSafe(|| ctx.drop_drivers())).is_err() {
         problems.push("dropping the driver panicked".into());
     }
@@ -131,6 +133,14 @@ pub fn run_case(case: &Case, subject: Option<&Subject>, opts: &Options) -> Outco
             "leak check after teardown (layers removed, cleanup called)",
             "nothing mounted at the layer paths the driver answered",
             format!("{} mount(s) left, not unmounted by the suite: {}", elsewhere.len(), list.join(", ")),
+        );
+        outcome = merge(outcome, leak);
+    }
+    if !net_leaks.is_empty() {
+        let leak = Failure::new(
+            "leak check after teardown (sandboxes left, endpoints and networks deleted)",
+            "no link or nftables table the case made left on the host",
+            format!("left: {}", net_leaks.join("; ")),
         );
         outcome = merge(outcome, leak);
     }
@@ -186,6 +196,11 @@ fn prepare(case: &Case, subject: Option<&Subject>, ctx: &mut Ctx) -> Result<(), 
             let factory = subject.ipam().ok_or_else(cannot)?;
             let driver = construct(kind, || factory(&init))?;
             ctx.ipam = Some(crate::ipam::IpamSlot::new(name, init.clone(), factory.clone(), driver));
+        }
+        Suite::Network => {
+            let factory = subject.network().ok_or_else(cannot)?;
+            let driver = construct(kind, || factory(&init))?;
+            ctx.network = Some(crate::network::NetworkSlot::new(driver));
         }
         _ => return Err(cannot()),
     }

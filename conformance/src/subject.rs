@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use berth_core::remote::RemoteOptions;
 use berth_core::{load_library, Compat, LoadError};
-use berth_plugin_api::{DriverResult, Init, InitRequest, IpamDriver, Kind, StorageDriver, VolumeDriver};
+use berth_plugin_api::{
+    DriverResult, Init, InitRequest, IpamDriver, Kind, NetworkDriver, StorageDriver, VolumeDriver,
+};
 use serde::Serialize;
 
 use crate::remote::RemoteTarget;
@@ -24,6 +26,10 @@ pub type VolumeFactory = Arc<dyn Fn(&InitRequest) -> DriverResult<Init<Arc<dyn V
 /// Builds a fresh IPAM driver for one case from its init request (and
 /// again, on the same root, when a case restarts the driver).
 pub type IpamFactory = Arc<dyn Fn(&InitRequest) -> DriverResult<Init<Arc<dyn IpamDriver>>> + Send + Sync>;
+
+/// Builds a fresh network driver for one case from its init request.
+pub type NetworkFactory =
+    Arc<dyn Fn(&InitRequest) -> DriverResult<Init<Arc<dyn NetworkDriver>>> + Send + Sync>;
 
 /// Who the plugin under test is, recorded in every report so a result can
 /// be cited.
@@ -68,6 +74,7 @@ pub struct Subject {
     storage: Option<StorageFactory>,
     volume: Option<VolumeFactory>,
     ipam: Option<IpamFactory>,
+    network: Option<NetworkFactory>,
     remote: Option<RemoteTarget>,
 }
 
@@ -93,6 +100,9 @@ impl Subject {
         let ipam: Option<IpamFactory> = kinds
             .contains(&Kind::Ipam)
             .then(|| Arc::new(move |init: &InitRequest| module.new_ipam(init)) as IpamFactory);
+        let network: Option<NetworkFactory> = kinds
+            .contains(&Kind::Network)
+            .then(|| Arc::new(move |init: &InitRequest| module.new_network(init)) as NetworkFactory);
         let identity = Identity {
             name: lib.manifest.name.clone(),
             version: lib.manifest.version.clone(),
@@ -107,7 +117,7 @@ impl Subject {
             address: None,
             activate: None,
         };
-        Ok(Subject { identity, storage, volume, ipam, remote: None })
+        Ok(Subject { identity, storage, volume, ipam, network, remote: None })
     }
 
     /// A remote plugin at `address` (`unix:///path.sock`, a bare absolute
@@ -135,6 +145,10 @@ impl Subject {
         let ipam: Option<IpamFactory> = kinds
             .contains(&Kind::Ipam)
             .then(|| Arc::new(move |_: &InitRequest| Ok(Init::Ready(t.client()?.ipam()))) as IpamFactory);
+        let t = target.clone();
+        let network: Option<NetworkFactory> = kinds.contains(&Kind::Network).then(|| {
+            Arc::new(move |_: &InitRequest| Ok(Init::Ready(t.client()?.network()))) as NetworkFactory
+        });
         let identity = Identity {
             name: target.name.clone(),
             version: String::new(),
@@ -147,7 +161,7 @@ impl Subject {
             address: Some(target.address.clone()),
             activate: Some(target.implements.clone()),
         };
-        Ok(Subject { identity, storage, volume, ipam, remote: Some(target) })
+        Ok(Subject { identity, storage, volume, ipam, network, remote: Some(target) })
     }
 
     /// A linked storage driver (the library use: a driver crate runs the
@@ -165,6 +179,7 @@ impl Subject {
             storage: Some(factory),
             volume: None,
             ipam: None,
+            network: None,
             remote: None,
         }
     }
@@ -184,6 +199,7 @@ impl Subject {
             storage: None,
             volume: Some(factory),
             ipam: None,
+            network: None,
             remote: None,
         }
     }
@@ -203,6 +219,26 @@ impl Subject {
             storage: None,
             volume: None,
             ipam: Some(factory),
+            network: None,
+            remote: None,
+        }
+    }
+
+    /// A linked network driver, like [`Subject::linked_ipam`]: `factory`
+    /// (e.g. `BridgeDriver::new`) is called once per case, on a fresh root.
+    pub fn linked_network<F, D>(name: &str, version: &str, factory: F) -> Subject
+    where
+        F: Fn(InitRequest) -> DriverResult<Init<D>> + Send + Sync + 'static,
+        D: NetworkDriver + 'static,
+    {
+        let factory: NetworkFactory =
+            Arc::new(move |init| Ok(factory(init.clone())?.map(|d| Arc::new(d) as Arc<dyn NetworkDriver>)));
+        Subject {
+            identity: linked(name, version, Kind::Network),
+            storage: None,
+            volume: None,
+            ipam: None,
+            network: Some(factory),
             remote: None,
         }
     }
@@ -225,6 +261,11 @@ impl Subject {
     /// The IPAM factory, when the plugin declares an IPAM driver.
     pub fn ipam(&self) -> Option<&IpamFactory> {
         self.ipam.as_ref()
+    }
+
+    /// The network factory, when the plugin declares a network driver.
+    pub fn network(&self) -> Option<&NetworkFactory> {
+        self.network.as_ref()
     }
 
     /// The remote plugin, when the subject is one.

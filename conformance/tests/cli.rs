@@ -73,7 +73,7 @@ fn usage_and_load_errors_exit_2_with_one_line() {
         (&["run", "--plugin", "/nonexistent/libberth_x.so"], "cannot open plugin /nonexistent/libberth_x.so"),
         (&["run", "--only", "ST-99"], "unknown case id \"ST-99\""),
         (&["run", "--kind", "storage"], "need a driver under test: give --plugin"),
-        (&["run", "--kind", "network"], "no implemented case matches"),
+        (&["run", "--kind", "network"], "need a driver under test"),
         (&["run", "--repeat", "0"], "--repeat"),
         (&["run", "--format", "xml"], "--format"),
     ];

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod host;
+pub mod net;
 pub mod refdiff;
 pub mod refdriver;
 pub mod voldriver;
@@ -112,4 +113,28 @@ pub fn check_junit(report: &Report) -> xml::Element {
         assert_eq!(el.attr("classname"), format!("berth.{}", c.suite));
     }
     root
+}
+
+/// Runs the `berth-conformance` binary on `so` with a JUnit report in a
+/// fresh workdir (`--repeat 2`), checks it exited 0 and left only the
+/// report, and answers (stdout, report XML).
+pub fn run_binary(bin: &str, so: &Path) -> (String, String) {
+    let work = tempfile::tempdir().unwrap();
+    let xml_file = work.path().join("report.xml");
+    let out = Command::new(bin)
+        .arg("run")
+        .arg("--plugin")
+        .arg(so)
+        .args(["--format", "junit", "--repeat", "2", "--output"])
+        .arg(&xml_file)
+        .arg("--workdir")
+        .arg(work.path())
+        .env_remove(berth_conformance::lifecycle::FIXTURES_ENV)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let left: Vec<_> = std::fs::read_dir(work.path()).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert_eq!(left, [std::ffi::OsString::from("report.xml")], "case roots left behind");
+    (stdout, std::fs::read_to_string(&xml_file).unwrap())
 }
