@@ -19,6 +19,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+/// The driver's name, as operators write it.
+pub const DRIVER: &str = "{{driver_name}}";
+
 use berth_plugin_api::network::Scope;
 use berth_plugin_api::volume::*;
 use berth_plugin_api::{DriverError, DriverResult, Init, InitRequest, VolumeDriver};
@@ -41,12 +44,16 @@ impl DirVolumes {
         let root = match req.options.get("data_dir").and_then(|v| v.as_str()) {
             Some(dir) => PathBuf::from(dir),
             None if !req.root.is_empty() => PathBuf::from(&req.root),
-            None => return Err(DriverError::invalid_argument("{{driver_name}} needs a root directory or a data_dir option")),
+            None => {
+                return Err(DriverError::invalid_argument(format!(
+                    "{DRIVER} needs a root directory or a data_dir option"
+                )))
+            }
         };
         if let Some(obj) = req.options.as_object() {
             if let Some(key) = obj.keys().find(|k| *k != "data_dir") {
                 return Err(DriverError::invalid_argument(format!(
-                    "{{driver_name}}: unknown option {key:?}; the only option is data_dir"
+                    "{DRIVER}: unknown option {key:?}; the only option is data_dir"
                 )));
             }
         }
@@ -56,7 +63,8 @@ impl DirVolumes {
     /// A driver on `root`, made if missing.
     pub fn open(root: impl Into<PathBuf>) -> DriverResult<DirVolumes> {
         let root = root.into();
-        std::fs::create_dir_all(&root).map_err(|e| DriverError::io(format_args!("create {}", root.display()), &e))?;
+        std::fs::create_dir_all(&root)
+            .map_err(|e| DriverError::io(format_args!("create {}", root.display()), &e))?;
         Ok(DirVolumes { root, lock: Mutex::new(()) })
     }
 
@@ -111,7 +119,7 @@ impl VolumeDriver for DirVolumes {
     fn create(&self, req: VolumeCreateRequest) -> DriverResult<()> {
         if let Some(key) = req.options.keys().next() {
             return Err(DriverError::invalid_argument(format!(
-                "volume {:?}: unknown option {key:?}: {{driver_name}} takes no options",
+                "volume {:?}: unknown option {key:?}: {DRIVER} takes no options",
                 req.name
             )));
         }
@@ -174,7 +182,8 @@ impl VolumeDriver for DirVolumes {
     }
 
     fn list(&self, _req: VolumeListRequest) -> DriverResult<Vec<VolumeInfo>> {
-        let entries = std::fs::read_dir(&self.root).map_err(|e| io(format_args!("read {}", self.root.display()), e))?;
+        let entries =
+            std::fs::read_dir(&self.root).map_err(|e| io(format_args!("read {}", self.root.display()), e))?;
         let mut out = Vec::new();
         for entry in entries {
             let entry = entry.map_err(|e| io(format_args!("read {}", self.root.display()), e))?;
