@@ -274,3 +274,64 @@ fn networks_interrupted_operations_are_reconciled_at_restart() {
     w.berth_ok(&["network", "create", "again"]);
     assert!(Path::new(&w.exec_root).exists());
 }
+
+#[test]
+fn networks_bad_published_ports_are_typed_errors_and_create_nothing() {
+    let (w, _g) = world();
+    let _d = w.start();
+    // The CLI refuses a bad -p before asking the daemon: exit 2, one line.
+    for (spec, needle) in [
+        ("80/icmp", "not tcp, udp or sctp"),
+        ("0", "out of range"),
+        ("70000:80", "out of range"),
+        ("1.2.3:80:80", "not an IP address"),
+        ("9000-8000:80", "end is below its start"),
+        ("8000-8001:80-82", "different lengths"),
+    ] {
+        let out = w.berth(&["sandbox", "create", "-p", spec, "badports"]);
+        assert_eq!(out.status.code(), Some(2), "-p {spec}: {}", describe(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.lines().count(), 1, "-p {spec}: one line: {err}");
+        assert!(err.contains(needle) && err.contains(spec), "-p {spec}: {err}");
+    }
+    // The API refuses a bad PortBindings or ExposedPorts body: 400,
+    // invalid_argument, the message naming what is wrong.
+    for (body, needle) in [
+        (r#"{"Name":"badports","PortBindings":{"80/icmp":[{"HostIp":"","HostPort":""}]}}"#, "icmp"),
+        (r#"{"Name":"badports","PortBindings":{"0/tcp":[]}}"#, "1 to 65535"),
+        (r#"{"Name":"badports","PortBindings":{"80/tcp":[{"HostIp":"nowhere","HostPort":""}]}}"#, "nowhere"),
+        (
+            r#"{"Name":"badports","PortBindings":{"80/tcp":[{"HostIp":"","HostPort":"99999"}]}}"#,
+            "out of range",
+        ),
+        (
+            r#"{"Name":"badports","PortBindings":{"80/tcp":[{"HostIp":"","HostPort":"10-5"}]}}"#,
+            "end is below",
+        ),
+        (r#"{"Name":"badports","PortBindings":{"80/tcp":[{"HostAddr":""}]}}"#, "unknown field"),
+        (r#"{"Name":"badports","ExposedPorts":{"http/tcp":{}}}"#, "not a port number"),
+        (r#"{"Name":"badports","Host":true,"PortBindings":{"80/tcp":[{}]}}"#, "host's namespace"),
+    ] {
+        let resp = http(&w.socket, &request("POST", "/sandboxes/create", Some(body))).unwrap();
+        assert_eq!(resp.status, 400, "{body}: {}", resp.body);
+        let v = resp.json();
+        assert_eq!(v["kind"], "invalid_argument", "{body}: {v}");
+        assert!(v["message"].as_str().unwrap().contains(needle), "{body}: {v}");
+    }
+    let list = w.berth_json(&["sandbox", "ls", "--format", "json"]);
+    assert_eq!(list, serde_json::json!([]), "nothing was created");
+    assert!(namespace_files(&w).is_empty(), "no namespace was made: {:?}", namespace_files(&w));
+
+    // A good one is kept canonical and shows its ports, unpublished, as
+    // `docker ps` shows a created container's.
+    let id = w.berth_ok(&["sandbox", "create", "-p", "127.0.0.1:8080:80", "-p", "53/UDP", "goodports"]);
+    let v = w.berth_json(&["sandbox", "inspect", id.trim()]);
+    assert_eq!(
+        v[0]["PortBindings"]["80/tcp"],
+        serde_json::json!([{"HostIp": "127.0.0.1", "HostPort": "8080"}])
+    );
+    assert_eq!(v[0]["Ports"], serde_json::json!({"53/udp": null, "80/tcp": null}));
+    let table = w.berth_ok(&["sandbox", "ls"]);
+    assert!(table.contains("PORTS") && table.contains("53/udp, 80/tcp"), "{table}");
+    w.berth_ok(&["sandbox", "rm", "goodports"]);
+}

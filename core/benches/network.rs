@@ -77,8 +77,8 @@ fn join_leave_veth(b: divan::Bencher) {
     let v = Veth::new(&unique());
     let s = spec(&v.inner);
     b.bench_local(|| {
-        let name = sandbox::join(&ns.key, &s).unwrap();
-        sandbox::leave(&ns.key, &name, &v.inner).unwrap();
+        let joined = sandbox::join(&ns.key, &s).unwrap();
+        sandbox::leave(&ns.key, &joined.name, &v.inner, false).unwrap();
     });
 }
 
@@ -88,9 +88,24 @@ fn veth_create_join_leave_delete(b: divan::Bencher) {
     let ns = network_support::Ns::new(d.path().join("netns/bench-veth"));
     b.bench_local(|| {
         let v = Veth::new(&unique());
-        let name = sandbox::join(&ns.key, &spec(&v.inner)).unwrap();
-        sandbox::leave(&ns.key, &name, &v.inner).unwrap();
+        let joined = sandbox::join(&ns.key, &spec(&v.inner)).unwrap();
+        sandbox::leave(&ns.key, &joined.name, &v.inner, false).unwrap();
         drop(v);
+    });
+}
+
+/// The bridge driver's way for berth's core: the veth made with one end
+/// in the sandbox already, joined in place (no namespace move), left in
+/// place; creating and deleting the pair is not timed (the driver does it
+/// in create/delete endpoint).
+#[divan::bench(sample_count = 50)]
+fn join_leave_in_place(b: divan::Bencher) {
+    let d = dir();
+    let ns = network_support::Ns::new(d.path().join("netns/bench-inplace"));
+    b.with_inputs(|| Veth::new_in(&unique(), &ns.key)).bench_local_values(|v| {
+        let joined = sandbox::join(&ns.key, &spec(&v.inner)).unwrap();
+        sandbox::leave(&ns.key, &joined.name, &v.inner, true).unwrap();
+        v
     });
 }
 
@@ -99,7 +114,7 @@ fn service_connect_disconnect(b: divan::Bencher) {
     let w = World::new(99);
     let (svc, _) = w.service_with(None, Vec::new());
     svc.create(subnet_req("bench", "veth", "10.254.201.0/24", "10.254.201.1", None)).unwrap();
-    svc.create_sandbox(CreateSandbox { name: "box".into(), host: false }).unwrap();
+    svc.create_sandbox(CreateSandbox { name: "box".into(), host: false, ..Default::default() }).unwrap();
     b.bench_local(|| {
         svc.connect("bench", ConnectRequest { container: "box".into(), ..Default::default() }).unwrap();
         svc.disconnect("bench", DisconnectRequest { container: "box".into(), force: false }).unwrap();

@@ -79,7 +79,8 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Opens the state store, loads every plugin and reconciles the ledger.
+    /// Opens the state store, loads every plugin, reconciles the ledger and
+    /// replays IPAM requests to drivers that ask for it.
     /// A plugin that fails does not stop the engine; a store that cannot be
     /// opened or a name collision does.
     pub fn start(config: Config) -> DriverResult<Engine> {
@@ -126,6 +127,9 @@ impl Engine {
             startup: Duration::ZERO,
         };
         engine.reconcile = engine.reconcile_ledger()?;
+        // After reconcile: IPAM drivers that keep no state get back what
+        // the records hold (logged; never stops the start).
+        engine.networks.replay();
         engine.startup = t0.elapsed();
         Ok(engine)
     }

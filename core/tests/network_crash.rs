@@ -29,7 +29,7 @@ fn connect(svc: &NetworkService, sb: &str) -> berth_core::network::EndpointRecor
 }
 
 fn sandbox(svc: &NetworkService, name: &str) {
-    svc.create_sandbox(CreateSandbox { name: name.into(), host: false }).unwrap();
+    svc.create_sandbox(CreateSandbox { name: name.into(), host: false, ..Default::default() }).unwrap();
 }
 
 /// Runs in a child process only: the operation of the scenario, which
@@ -48,7 +48,9 @@ fn network_crash_child() {
             svc.connect("net", ConnectRequest { container: "box".into(), ..Default::default() }).map(drop)
         }
         "disconnect" => svc.disconnect("net", DisconnectRequest { container: "box".into(), force: false }),
-        "sandbox-create" => svc.create_sandbox(CreateSandbox { name: "box2".into(), host: false }).map(drop),
+        "sandbox-create" => svc
+            .create_sandbox(CreateSandbox { name: "box2".into(), host: false, ..Default::default() })
+            .map(drop),
         "sandbox-remove" => svc.remove_sandbox("box"),
         other => panic!("unknown scenario {other}"),
     };

@@ -64,8 +64,8 @@ fn sandbox_join_moves_renames_addresses_and_routes_then_leave_takes_it_out() {
     let ns = Ns::new(dir.path().join("netns/j"));
     let v = Veth::new(&unique());
     let s = spec(&v, 7);
-    let name = sandbox::join(&ns.key, &s).unwrap();
-    assert_eq!(name, "eth0");
+    let joined = sandbox::join(&ns.key, &s).unwrap();
+    assert_eq!((joined.name.as_str(), joined.in_place), ("eth0", false));
     assert!(!host_links().contains(&v.inner), "the inner end left the host namespace");
 
     let links = sandbox::links(&ns.key).unwrap();
@@ -88,18 +88,56 @@ fn sandbox_join_moves_renames_addresses_and_routes_then_leave_takes_it_out() {
     let w = Veth::new(&unique());
     let mut s2 = spec(&w, 8);
     (s2.gateway, s2.gateway6, s2.routes, s2.mac) = (None, None, Vec::new(), None);
-    assert_eq!(sandbox::join(&ns.key, &s2).unwrap(), "eth1");
+    assert_eq!(sandbox::join(&ns.key, &s2).unwrap().name, "eth1");
 
-    sandbox::leave(&ns.key, "eth0", &v.inner).unwrap();
+    sandbox::leave(&ns.key, "eth0", &v.inner, false).unwrap();
     assert!(host_links().contains(&v.inner), "back in the host namespace under its own name");
     let left: Vec<String> = sandbox::links(&ns.key).unwrap().into_iter().map(|l| l.name).collect();
     assert_eq!(left, ["lo", "eth1"]);
     // Leaving again is done already.
-    sandbox::leave(&ns.key, "eth0", &v.inner).unwrap();
+    sandbox::leave(&ns.key, "eth0", &v.inner, false).unwrap();
     // Removing the sandbox takes eth1 and its host peer with it.
     sandbox::remove(&ns.key).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(50));
     assert!(!host_links().contains(&w.outer), "the peer of a veth deleted with its namespace is gone");
+}
+
+#[test]
+fn an_interface_the_driver_made_in_the_sandbox_is_configured_in_place_and_left_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let ns = Ns::new(dir.path().join("netns/p"));
+    let v = Veth::new_in(&unique(), &ns.key);
+    assert!(!host_links().contains(&v.inner), "made in the sandbox");
+    let joined = sandbox::join(&ns.key, &spec(&v, 6)).unwrap();
+    assert_eq!((joined.name.as_str(), joined.in_place), ("eth0", true));
+    let links = sandbox::links(&ns.key).unwrap();
+    let eth0 = links.iter().find(|l| l.name == "eth0").expect("eth0 in the sandbox");
+    assert_eq!((eth0.mac.as_str(), eth0.mtu, eth0.up), ("02:42:0a:fb:06:02", 1400, true));
+    assert!(addrs(&ns.key).contains(&"eth0 inet 10.251.6.2/24".to_string()));
+    assert!(routes(&ns.key, "-4").iter().any(|r| r == "default via 10.251.6.1 dev eth0"));
+    // Leave keeps it in the sandbox, down and under its own name, for the
+    // driver to delete; nothing came back to the host.
+    sandbox::leave(&ns.key, "eth0", &v.inner, true).unwrap();
+    let links = sandbox::links(&ns.key).unwrap();
+    let back = links.iter().find(|l| l.name == v.inner).expect("renamed back in the sandbox");
+    assert!(!back.up);
+    assert!(!host_links().contains(&v.inner));
+    sandbox::leave(&ns.key, "eth0", &v.inner, true).unwrap();
+    // The driver deleting its host end takes the sandbox end with it.
+    network_support::delete_host_link(&v.outer);
+    let left: Vec<String> = sandbox::links(&ns.key).unwrap().into_iter().map(|l| l.name).collect();
+    assert_eq!(left, ["lo"]);
+    // A failing in-place join leaves it down under its own name.
+    let w = Veth::new_in(&unique(), &ns.key);
+    let mut bad = spec(&w, 5);
+    bad.routes = vec![Route {
+        destination: "203.0.113.0/24".parse().unwrap(),
+        next_hop: Some("172.31.255.1".parse().unwrap()),
+    }];
+    let e = sandbox::join(&ns.key, &bad).unwrap_err();
+    assert!(e.message.contains("203.0.113.0/24"), "{e}");
+    let links = sandbox::links(&ns.key).unwrap();
+    assert!(links.iter().any(|l| l.name == w.inner && !l.up), "{links:?}");
 }
 
 #[test]
@@ -138,10 +176,10 @@ fn sandbox_ops_work_from_many_threads_at_once() {
                 s.gateway6 = None;
                 s.disable_ipv6 = true;
                 for _ in 0..3 {
-                    assert_eq!(sandbox::join(&ns.key, &s).unwrap(), "eth0");
+                    assert_eq!(sandbox::join(&ns.key, &s).unwrap().name, "eth0");
                     let a = addrs(&ns.key);
                     assert!(!a.iter().any(|l| l.starts_with("eth0 inet6")), "IPv6 off: {a:?}");
-                    sandbox::leave(&ns.key, "eth0", &v.inner).unwrap();
+                    sandbox::leave(&ns.key, "eth0", &v.inner, false).unwrap();
                 }
                 // The host namespace of this thread never changed.
                 let mut nl = Netlink::open().unwrap();

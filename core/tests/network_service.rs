@@ -28,7 +28,7 @@ fn disconnect(svc: &berth_core::NetworkService, net: &str, sb: &str) -> berth_co
 }
 
 fn sandbox(svc: &berth_core::NetworkService, name: &str, host: bool) -> berth_core::SandboxRecord {
-    svc.create_sandbox(CreateSandbox { name: name.into(), host }).unwrap()
+    svc.create_sandbox(CreateSandbox { name: name.into(), host, ..Default::default() }).unwrap()
 }
 
 #[test]
@@ -293,6 +293,99 @@ fn network_records_survive_a_restart() {
     assert_eq!(v.containers.len(), 1);
     assert_eq!(svc.sandboxes().len(), 1);
     svc.remove_sandbox("box").unwrap();
+    svc.delete("vnet").unwrap();
+    assert!(w.links().is_empty() && w.namespaces().is_empty());
+}
+
+#[test]
+fn network_ports_reach_the_driver_as_dockerd_sends_them_and_come_back_in_inspect() {
+    use network_support::VethDriver;
+    use serde_json::json;
+
+    let w = World::new(6);
+    let (svc, _) = w.service(None);
+    svc.create(subnet_req("vnet", "veth", "10.254.6.0/24", "10.254.6.1", None)).unwrap();
+    let req: CreateSandbox = serde_json::from_value(json!({
+        "Name": "web",
+        "PortBindings": {"80": [{"HostIp": "", "HostPort": ""}], "53/udp": [{"HostIp": "127.0.0.1", "HostPort": "5353"}]},
+        "ExposedPorts": {"9/tcp": {}},
+    }))
+    .unwrap();
+    let sb = svc.create_sandbox(req).unwrap();
+    assert_eq!(sb.port_bindings.keys().collect::<Vec<_>>(), ["53/udp", "80/tcp"], "canonical keys");
+    let v = serde_json::to_value(svc.sandboxes()).unwrap();
+    assert_eq!(
+        v[0]["Ports"],
+        json!({"9/tcp": null, "53/udp": null, "80/tcp": null}),
+        "nothing is published before a connect"
+    );
+
+    let ep = connect(&svc, "vnet", "web").unwrap();
+    let portmap = json!([
+        {"Proto": 17, "IP": "", "Port": 53, "HostIP": "127.0.0.1", "HostPort": 5353, "HostPortEnd": 5353},
+        {"Proto": 6, "IP": "", "Port": 80, "HostIP": "", "HostPort": 0, "HostPortEnd": 0},
+    ]);
+    let exposed = json!([{"Proto": 6, "Port": 9}, {"Proto": 17, "Port": 53}, {"Proto": 6, "Port": 80}]);
+    for method in ["create_endpoint", "join", "program_external_connectivity"] {
+        let o = VethDriver::options_of(&w.dir, &ep.id, method)
+            .unwrap_or_else(|| panic!("{method} got no options"));
+        assert_eq!(o["com.docker.network.portmap"], portmap, "{method}");
+        assert_eq!(o["com.docker.network.endpoint.exposedports"], exposed, "{method}");
+    }
+    assert_eq!(ep.ports.len(), 2, "the bindings the driver reported are kept: {:?}", ep.ports);
+    let view = serde_json::to_value(svc.sandboxes()).unwrap();
+    assert_eq!(
+        view[0]["Ports"],
+        json!({
+            "9/tcp": null,
+            "53/udp": [{"HostIp": "127.0.0.1", "HostPort": "5353"}],
+            "80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "49153"}],
+        })
+    );
+    assert_eq!(view[0]["PortBindings"]["80/tcp"], json!([{"HostIp": "", "HostPort": ""}]));
+
+    // The bindings survive a restart with the endpoint, and go with it.
+    drop(svc);
+    let (svc, _) = w.service(None);
+    let view = serde_json::to_value(svc.sandboxes()).unwrap();
+    assert_eq!(view[0]["Ports"]["80/tcp"], json!([{"HostIp": "0.0.0.0", "HostPort": "49153"}]));
+    disconnect(&svc, "vnet", "web").unwrap();
+    let view = serde_json::to_value(svc.sandboxes()).unwrap();
+    assert_eq!(view[0]["Ports"]["80/tcp"], serde_json::Value::Null);
+
+    // A sandbox without ports sends the drivers no port options at all;
+    // create and join say the core can take an interface made in place.
+    sandbox(&svc, "plain", false);
+    let plain = connect(&svc, "vnet", "plain").unwrap();
+    for method in ["create_endpoint", "join", "program_external_connectivity"] {
+        let options = VethDriver::options_of(&w.dir, &plain.id, method).unwrap_or_default();
+        let keys: Vec<&str> = options.keys().map(String::as_str).collect();
+        let want: &[&str] = if method == "program_external_connectivity" {
+            &[]
+        } else {
+            &[berth_plugin_api::network::JOIN_IN_PLACE]
+        };
+        assert_eq!(keys, want, "{method}");
+    }
+
+    // Bad ports are refused before anything is made.
+    let before = w.namespaces().len();
+    for body in [
+        json!({"Name": "bad", "PortBindings": {"80/icmp": []}}),
+        json!({"Name": "bad", "PortBindings": {"80/tcp": [{"HostIp": "nowhere"}]}}),
+        json!({"Name": "bad", "PortBindings": {"80/tcp": [{"HostPort": "9-1"}]}}),
+        json!({"Name": "bad", "ExposedPorts": {"65536/tcp": {}}}),
+        json!({"Name": "bad", "Host": true, "PortBindings": {"80/tcp": [{}]}}),
+    ] {
+        let req: CreateSandbox = serde_json::from_value(body.clone()).unwrap();
+        assert_eq!(svc.create_sandbox(req).unwrap_err().kind, ErrorKind::InvalidArgument, "{body}");
+    }
+    assert!(svc.find_sandbox("bad").is_err());
+    assert_eq!(w.namespaces().len(), before);
+
+    for s in ["web", "plain"] {
+        svc.remove_sandbox(s).unwrap();
+    }
     svc.delete("vnet").unwrap();
     assert!(w.links().is_empty() && w.namespaces().is_empty());
 }

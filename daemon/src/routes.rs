@@ -604,12 +604,25 @@ mod tests {
             assert_eq!(get(&p("/sandboxes")).unwrap(), Command::SandboxList);
             assert_eq!(
                 parse(&Method::POST, &p("/sandboxes/create"), None, br#"{"Name":"b"}"#).unwrap(),
-                Command::SandboxCreate(CreateSandbox { name: "b".into(), host: false })
+                Command::SandboxCreate(CreateSandbox { name: "b".into(), host: false, ..Default::default() })
             );
             assert_eq!(
                 parse(&Method::DELETE, &p("/sandboxes/b"), None, b"").unwrap(),
                 Command::SandboxRemove("b".into())
             );
+            let body =
+                br#"{"Name":"b","PortBindings":{"80/tcp":[{"HostIp":"","HostPort":"8080"}],"53/udp":null},
+                "ExposedPorts":{"80/tcp":{}}}"#;
+            let Command::SandboxCreate(req) =
+                parse(&Method::POST, &p("/sandboxes/create"), None, body).unwrap()
+            else {
+                panic!("not a sandbox create")
+            };
+            assert_eq!(req.port_bindings["80/tcp"][0].host_port, "8080");
+            assert!(req.port_bindings["53/udp"].is_empty() && req.exposed_ports.contains_key("80/tcp"));
+            let typo = br#"{"PortBindings":{"80/tcp":[{"HostAddr":"1.2.3.4"}]}}"#;
+            let e = parse(&Method::POST, &p("/sandboxes/create"), None, typo).unwrap_err();
+            assert_eq!(e.kind, ErrorKind::InvalidArgument);
         }
         // What Docker's client sends for `docker network create` parses.
         let docker = br#"{"Name":"n","CheckDuplicate":true,"Driver":"none","Scope":"","EnableIPv6":false,

@@ -36,6 +36,53 @@ use crate::DriverResult;
 /// Free-form options (`map<str, any>` on the wire).
 pub type Options = BTreeMap<String, serde_json::Value>;
 
+/// A published port as dockerd sends it in the `com.docker.network.portmap`
+/// option (its `types.PortBinding`), and as a driver reports it from
+/// `endpoint_info` once it chose the host port. Not part of the ABI: it
+/// travels as JSON inside [`Options`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PortBinding {
+    /// IP protocol number: 6 tcp, 17 udp, 132 sctp.
+    #[serde(rename = "Proto")]
+    pub proto: u8,
+    /// The container's address.
+    #[serde(rename = "IP")]
+    pub ip: String,
+    /// The container's port.
+    #[serde(rename = "Port")]
+    pub port: u16,
+    /// The host address; empty means the network's default binding.
+    #[serde(rename = "HostIP")]
+    pub host_ip: String,
+    /// The host port; 0 means any free one.
+    #[serde(rename = "HostPort")]
+    pub host_port: u16,
+    /// The end of a host port range to choose from; 0 means just `host_port`.
+    #[serde(rename = "HostPortEnd")]
+    pub host_port_end: u16,
+}
+
+impl PortBinding {
+    /// `tcp`, `udp` or `sctp`.
+    pub fn proto_name(&self) -> &'static str {
+        match self.proto {
+            17 => "udp",
+            132 => "sctp",
+            _ => "tcp",
+        }
+    }
+}
+
+/// An option berth's core sets (to `true`) in `CreateEndpoint` and `Join`:
+/// it can configure an interface the driver made directly inside the
+/// sandbox (the `SandboxKey` of `Join`), so a driver may defer making it
+/// to `Join` and create it there, saving the kernel a namespace move (an
+/// RCU grace period, ~17 ms). Drivers that ignore it work as with dockerd,
+/// which never sets it: the interface is made in the host namespace and
+/// the core moves it.
+pub const JOIN_IN_PLACE: &str = "com.berth.network.join_in_place";
+
 /// A network driver. Every method may be called from many threads at once.
 pub trait NetworkDriver: Send + Sync {
     /// Scope and behaviour; asked once, right after construction.

@@ -3,6 +3,7 @@
 pub mod image;
 pub mod network;
 pub mod plugin;
+pub mod publish;
 pub mod sandbox;
 pub mod system;
 pub mod volume;

@@ -1,5 +1,7 @@
 //! `berth sandbox create | ls | inspect | rm`: network sandboxes made by
-//! hand, to connect to networks until containers exist.
+//! hand, to connect to networks until containers exist. `create -p`
+//! publishes ports as `docker run -p` does (parsed in [`super::publish`]);
+//! `ls` shows them in a PORTS column as `docker ps` does.
 
 use serde_json::{json, Value};
 
@@ -14,9 +16,18 @@ pub enum SandboxCommand {
     Create {
         /// The name (generated when absent).
         name: Option<String>,
+        /// The name, as a flag (`docker run --name`).
+        #[arg(long = "name", value_name = "NAME", conflicts_with = "name")]
+        name_flag: Option<String>,
         /// Share the host's network namespace, for `host` networks.
         #[arg(long = "host-namespace")]
         host_namespace: bool,
+        /// Publish a port: `[ip:][hostPort:]containerPort[/proto]` as
+        /// `docker run -p` takes it (`8080:80`, `127.0.0.1::80`,
+        /// `8000-8010:80`, `53/udp`); repeatable. Published when the
+        /// sandbox is connected to a network that publishes ports (bridge).
+        #[arg(short = 'p', long = "publish", value_name = "SPEC")]
+        publish: Vec<String>,
         /// `table` prints the id; `json` the id and the namespace file.
         #[arg(long, value_enum, default_value_t)]
         format: Format,
@@ -49,8 +60,19 @@ pub enum SandboxCommand {
 /// Runs a sandbox command.
 pub fn run(client: &Client, cmd: SandboxCommand) -> Result<(), CliError> {
     match cmd {
-        SandboxCommand::Create { name, host_namespace, format } => {
-            let body = json!({ "Name": name.unwrap_or_default(), "Host": host_namespace });
+        SandboxCommand::Create { name, name_flag, host_namespace, publish, format } => {
+            let mut bindings = Vec::new();
+            for spec in &publish {
+                let parsed = super::publish::parse(spec)
+                    .map_err(|why| CliError::Usage(format!("invalid -p/--publish {spec:?}: {why}")))?;
+                bindings.extend(parsed);
+            }
+            let mut body = json!({ "Name": name.or(name_flag).unwrap_or_default(), "Host": host_namespace });
+            if !bindings.is_empty() {
+                let (port_bindings, exposed) = super::publish::body(&bindings);
+                body["PortBindings"] = port_bindings;
+                body["ExposedPorts"] = exposed;
+            }
             let made: Value = client.post("/sandboxes/create", &body)?;
             if format == Format::Json {
                 return print_json(&made);
@@ -81,10 +103,11 @@ pub fn run(client: &Client, cmd: SandboxCommand) -> Result<(), CliError> {
                         field(s, "Name"),
                         field(s, "Key"),
                         nets.join(","),
+                        super::publish::column(s.get("Ports")),
                     ]
                 })
                 .collect();
-            print!("{}", table(&["SANDBOX ID", "NAME", "KEY", "NETWORKS"], &rows));
+            print!("{}", table(&["SANDBOX ID", "NAME", "KEY", "NETWORKS", "PORTS"], &rows));
             Ok(())
         }
         SandboxCommand::Inspect { names } => {

@@ -110,6 +110,9 @@ pub struct Joined {
     pub name: String,
     /// Its name in the host namespace, as the driver answered.
     pub src: String,
+    /// The driver made it in the sandbox (berth-core configured it there
+    /// and leaves it there on leave).
+    pub in_place: bool,
     /// The driver's answer.
     pub resp: JoinResponse,
 }
@@ -419,6 +422,7 @@ impl Ctx {
             key: key.to_path_buf(),
             name: String::new(),
             src: String::new(),
+            in_place: false,
             resp: resp.clone(),
         };
         let iface = resp.interface_name.clone().filter(|i| !i.src_name.is_empty());
@@ -440,15 +444,16 @@ impl Ctx {
             // even when the move below fails half-way.
             self.net_slot().joined.push(j.clone());
             let at = self.net_slot().joined.len() - 1;
-            let name = ok(
+            let joined = ok(
                 format!(
                     "{step}: berth-core moves the interface {:?} the driver named into the sandbox",
                     i.src_name
                 ),
                 sandbox::join(key, &spec),
             )?;
-            self.net_slot().joined[at].name = name.clone();
-            j.name = name;
+            self.net_slot().joined[at].name = joined.name.clone();
+            self.net_slot().joined[at].in_place = joined.in_place;
+            (j.name, j.in_place) = (joined.name, joined.in_place);
         } else {
             self.net_slot().joined.push(j.clone());
         }
@@ -460,7 +465,7 @@ impl Ctx {
         if !j.src.is_empty() {
             ok(
                 format!("berth-core takes {:?} out of sandbox {}", j.name, j.key.display()),
-                sandbox::leave(&j.key, &j.name, &j.src),
+                sandbox::leave(&j.key, &j.name, &j.src, j.in_place),
             )?;
         }
         ok(
@@ -492,7 +497,7 @@ impl Ctx {
             if !j.src.is_empty() {
                 note(
                     format!("take {:?} out of {}", j.name, j.key.display()),
-                    sandbox::leave(&j.key, &j.name, &j.src),
+                    sandbox::leave(&j.key, &j.name, &j.src, j.in_place),
                 );
             }
             note(

@@ -1,14 +1,17 @@
 //! Attaching sandboxes to networks and detaching them: IPAM address →
 //! create_endpoint → join → the core moves the interface in →
-//! program_external_connectivity; and the reverse.
+//! program_external_connectivity (→ endpoint_info, for the host ports the
+//! driver chose); and the reverse. The sandbox's ports travel in the
+//! options of the first three as dockerd sends them (see [`super::ports`]).
 
 use std::net::IpAddr;
 use std::path::Path;
 
 use berth_plugin_api::ipam::RequestAddressRequest;
 use berth_plugin_api::network::{
-    CreateEndpointRequest, DeleteEndpointRequest, EndpointInterface, JoinRequest, LeaveRequest, Options,
-    ProgramExternalConnectivityRequest, RevokeExternalConnectivityRequest,
+    CreateEndpointRequest, DeleteEndpointRequest, EndpointInfoRequest, EndpointInterface, JoinRequest,
+    LeaveRequest, Options, ProgramExternalConnectivityRequest, RevokeExternalConnectivityRequest,
+    JOIN_IN_PLACE,
 };
 use berth_plugin_api::{DriverError, DriverResult, ErrorKind, IpamDriver, NetworkDriver};
 use ipnet::IpNet;
@@ -16,8 +19,9 @@ use ipnet::IpNet;
 use super::create::{bare, release};
 use super::ledger::{Op, Step};
 use super::{
-    encode, endpoint_key, network_key, sandbox_key, ConnectRequest, DisconnectRequest, EndpointRecord,
-    NetworkRecord, NetworkService, PoolRecord, SandboxRecord, HOST_DRIVER, OP_CONNECT, OP_DISCONNECT,
+    encode, endpoint_key, network_key, ports, sandbox_key, ConnectRequest, DisconnectRequest, EndpointRecord,
+    NetworkRecord, NetworkService, PoolRecord, PublishedPort, SandboxRecord, HOST_DRIVER, OP_CONNECT,
+    OP_DISCONNECT,
 };
 use crate::call::Driver;
 use crate::sandbox::{self, JoinSpec, Route};
@@ -26,6 +30,29 @@ use crate::volumes::random_hex;
 
 /// The driver option giving the network's MTU.
 const MTU_OPTION: &str = "com.docker.network.driver.mtu";
+
+/// The bindings the driver chose for endpoint `ep`, from its
+/// `endpoint_info`. A driver that publishes nothing (no port map in
+/// its answer, or `unsupported`) gives none; any other failure is
+/// logged and gives none too: the ports are published, only not
+/// shown.
+fn published_ports(driver: &Driver<dyn NetworkDriver>, net: &NetworkRecord, ep: &str) -> Vec<PublishedPort> {
+    let (network, req) = (&net.name, EndpointInfoRequest::new(&net.id, ep));
+    match driver.call("endpoint_info", move |d| d.endpoint_info(req)) {
+        Ok(info) => match ports::reported(&info) {
+            Ok(p) => p.unwrap_or_default(),
+            Err(e) => {
+                tracing::warn!(%network, endpoint = ep, "the driver's endpoint info is unusable: {e}");
+                Vec::new()
+            }
+        },
+        Err(e) if e.kind == ErrorKind::Unsupported => Vec::new(),
+        Err(e) => {
+            tracing::warn!(%network, endpoint = ep, "endpoint info after publishing ports failed: {e}");
+            Vec::new()
+        }
+    }
+}
 
 fn parse_cidr(what: &str, s: &str) -> DriverResult<Option<IpNet>> {
     if s.is_empty() {
@@ -198,7 +225,17 @@ impl NetworkService {
         iface.address_ipv6 = rec.ipv6.clone();
         iface.mac_address = rec.mac.clone();
         create.interface = Some(iface);
+        // The sandbox's ports go where dockerd puts a container's: in the
+        // endpoint options, and as sandbox options in join and program.
+        let sandbox_options = ports::driver_options(&sb.port_bindings, &sb.exposed_ports);
         create.options = options;
+        create.options.extend(sandbox_options.clone());
+        // The core configures an interface the driver made in the sandbox
+        // as well as one it moves there (see sandbox::join).
+        let in_place = || (JOIN_IN_PLACE.to_string(), serde_json::Value::Bool(true));
+        if !sb.host {
+            create.options.extend([in_place()]);
+        }
         let answer = driver.call("create_endpoint", move |d| d.create_endpoint(create))?;
         if let Some(i) = answer.interface {
             take("IPv4 address", &mut rec.ipv4, &i.address)?;
@@ -218,6 +255,10 @@ impl NetworkService {
         self.crash_point("endpoint.connect:after-endpoint");
         let mut join = JoinRequest::new(&net.id, &rec.id);
         join.sandbox_key = sb.key.clone();
+        join.options = sandbox_options.clone();
+        if !sb.host {
+            join.options.extend([in_place()]);
+        }
         let joined = driver.call("join", move |d| d.join(join))?;
         let gw4 = parse_ip("gateway", &joined.gateway)?;
         let gw6 = parse_ip("IPv6 gateway", &joined.gateway_ipv6)?;
@@ -259,7 +300,9 @@ impl NetworkService {
                     routes,
                     disable_ipv6: ipv6.is_none(),
                 };
-                rec.dst_name = sandbox::join(Path::new(&sb.key), &spec)?;
+                let joined = sandbox::join(Path::new(&sb.key), &spec)?;
+                rec.dst_name = joined.name;
+                rec.in_place = joined.in_place;
                 rec.src_name = i.src_name;
             }
             Some(i) => tracing::warn!(
@@ -270,10 +313,14 @@ impl NetworkService {
         }
         self.crash_point("endpoint.connect:after-move");
         if gateway {
-            let program = ProgramExternalConnectivityRequest::new(&net.id, &rec.id);
+            let mut program = ProgramExternalConnectivityRequest::new(&net.id, &rec.id);
+            program.options = sandbox_options;
             driver
                 .call("program_external_connectivity", move |d| d.program_external_connectivity(program))?;
             rec.gateway = true;
+            if !sb.port_bindings.values().all(Vec::is_empty) {
+                rec.ports = published_ports(driver, net, &rec.id);
+            }
         }
         self.crash_point("endpoint.connect:after-program");
         Ok(())
@@ -348,7 +395,7 @@ impl NetworkService {
                     self.endpoints_of_sandbox(&sb.id).into_iter().map(|e| e.dst_name).collect();
                 sandbox::evict_others(key, &keep, src)
             } else {
-                sandbox::leave(key, dst_name, src)
+                sandbox::leave(key, dst_name, src, false)
             };
             if let Err(e) = out {
                 failed.push(e.to_string());
@@ -468,7 +515,7 @@ impl NetworkService {
             }
         }
         if !ep.src_name.is_empty() && !host {
-            if let Err(e) = sandbox::leave(Path::new(key), &ep.dst_name, &ep.src_name) {
+            if let Err(e) = sandbox::leave(Path::new(key), &ep.dst_name, &ep.src_name, ep.in_place) {
                 failed.push(e);
             }
         }

@@ -14,6 +14,13 @@
 //! delete:      IPAM ReleaseAddress(gateway, aux) → ReleasePool → DeleteNetwork
 //! ```
 //!
+//! A sandbox's published ports ([`CreateSandbox::port_bindings`], Docker's
+//! `HostConfig.PortBindings`) reach the drivers as dockerd sends them
+//! ([`ports`]): in the `CreateEndpoint`, `Join` and
+//! `ProgramExternalConnectivity` options; the host ports the driver of the
+//! gateway endpoint chose are read back from its `endpoint_info` and kept
+//! in the [`EndpointRecord`].
+//!
 //! The `host` and `none` drivers take no addresses (moby's "special
 //! drivers"): a network of theirs with no IPAM config requests no pool.
 //! A sandbox on a `host` network shares the daemon's namespace: it is made
@@ -36,11 +43,20 @@
 //! and `sandbox/<id>`; an in-memory index mirrors them for list and
 //! inspect. A network keeps its scope (`local`, or `global` for drivers
 //! whose networks span hosts) and uses IPAM's address space of that scope.
+//!
+//! # IPAM request replay
+//!
+//! An IPAM driver whose capabilities ask for `RequiresRequestReplay` keeps
+//! its state in memory only; after the start-up reconcile the daemon
+//! requests every recorded pool, gateway, aux and endpoint address again
+//! ([`NetworkService::replay`], `replay.rs`).
 
 mod connect;
 mod create;
 mod ledger;
+pub mod ports;
 mod reconcile;
+mod replay;
 mod sandboxes;
 mod types;
 mod view;
@@ -57,6 +73,8 @@ use crate::locks::NameLocks;
 use crate::registry::Registry;
 use crate::store::Store;
 
+pub use ports::{Empty, ExposedPorts, HostBinding, PortBindings, PublishedPort};
+pub use replay::ReplayReport;
 pub use types::*;
 pub use view::{LIST_FILTERS, PRUNE_FILTERS};
 
@@ -66,6 +84,8 @@ pub const OP_CREATE: &str = "network.create";
 pub const OP_DELETE: &str = "network.delete";
 /// Ledger operation: a progress note of another network operation.
 pub const OP_STEP: &str = "network.step";
+/// Ledger operation: new pool ids recorded after an IPAM request replay.
+pub const OP_REPLAY: &str = "network.replay";
 /// Ledger operation: an endpoint connect.
 pub const OP_CONNECT: &str = "endpoint.connect";
 /// Ledger operation: an endpoint disconnect.

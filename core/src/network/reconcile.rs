@@ -11,7 +11,7 @@ use berth_plugin_api::{DriverError, DriverResult};
 use super::ledger::Step;
 use super::{
     EndpointRecord, NetworkService, SandboxRecord, OP_CONNECT, OP_CREATE, OP_DELETE, OP_DISCONNECT,
-    OP_SANDBOX_CREATE, OP_SANDBOX_REMOVE, OP_STEP,
+    OP_REPLAY, OP_SANDBOX_CREATE, OP_SANDBOX_REMOVE, OP_STEP,
 };
 use crate::store::{Change, Intent};
 
@@ -140,6 +140,12 @@ impl NetworkService {
                     self.write().sandboxes.remove(&id);
                     Ok(format!("finished interrupted removal of sandbox {id}"))
                 }
+            }
+            OP_REPLAY => {
+                // New pool ids not recorded: the replay at this start
+                // answers them again.
+                self.store.abandon(seq)?;
+                Ok(format!("dropped the interrupted pool id update of {}", intent.key))
             }
             other => Err(DriverError::internal(format!("unknown network operation {other:?} in the ledger"))),
         }

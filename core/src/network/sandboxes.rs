@@ -8,8 +8,8 @@ use berth_plugin_api::util::rfc3339;
 use berth_plugin_api::{DriverError, DriverResult};
 
 use super::{
-    encode, network_key, sandbox_key, valid_name, CreateSandbox, NetworkService, SandboxRecord, SandboxView,
-    OP_SANDBOX_CREATE, OP_SANDBOX_REMOVE,
+    encode, network_key, ports, sandbox_key, valid_name, CreateSandbox, EndpointRecord, NetworkService,
+    PublishedPort, SandboxRecord, SandboxView, OP_SANDBOX_CREATE, OP_SANDBOX_REMOVE,
 };
 use crate::sandbox;
 use crate::store::Change;
@@ -21,8 +21,13 @@ const HOST_LOCK: &str = "sandbox-host";
 impl NetworkService {
     /// Makes a sandbox: a new network namespace at
     /// `<exec_root>/netns/<first 12 digits of its id>`, or with `host`, the
-    /// daemon's own namespace (shared by every host sandbox).
+    /// daemon's own namespace (shared by every host sandbox). Its port
+    /// bindings and exposed ports are checked before anything is made
+    /// (an invalid argument names the port and what is wrong) and kept in
+    /// canonical form; a host sandbox publishes none.
     pub fn create_sandbox(&self, req: CreateSandbox) -> DriverResult<SandboxRecord> {
+        let (port_bindings, exposed_ports) =
+            ports::normalize(&req.port_bindings, &req.exposed_ports, req.host)?;
         let id = random_hex()?;
         let name = if req.name.is_empty() { format!("sandbox-{}", &id[..12]) } else { req.name.clone() };
         if !valid_name(&name) {
@@ -51,6 +56,8 @@ impl NetworkService {
             key: key.display().to_string(),
             host: req.host,
             created: rfc3339(std::time::SystemTime::now()),
+            port_bindings,
+            exposed_ports,
         };
         op.finish(&[Change::Put(sandbox_key(&id), encode(&record)?)])?;
         self.write().sandboxes.insert(id, record.clone());
@@ -93,25 +100,34 @@ impl NetworkService {
         sandbox::remove(key)
     }
 
-    /// Every sandbox with the networks it is attached to, by name.
+    /// Every sandbox with the networks it is attached to, by name, and its
+    /// ports as its endpoints published them.
     pub fn sandboxes(&self) -> Vec<SandboxView> {
         let index = self.read();
         let mut out: Vec<SandboxView> = index
             .sandboxes
             .values()
             .map(|s| {
-                let networks: BTreeMap<String, String> = index
+                let eps: Vec<(&String, &EndpointRecord)> = index
                     .endpoints
                     .iter()
                     .flat_map(|(net, eps)| eps.values().map(move |e| (net, e)))
                     .filter(|(_, e)| e.sandbox_id == s.id)
+                    .collect();
+                let networks: BTreeMap<String, String> = eps
+                    .iter()
                     .map(|(net, e)| {
-                        let name =
-                            index.networks.get(net).map(|n| n.name.clone()).unwrap_or_else(|| net.clone());
+                        let name = index
+                            .networks
+                            .get(*net)
+                            .map(|n| n.name.clone())
+                            .unwrap_or_else(|| (*net).clone());
                         (name, e.id.clone())
                     })
                     .collect();
-                SandboxView { record: s.clone(), networks }
+                let published: Vec<PublishedPort> = eps.iter().flat_map(|(_, e)| e.ports.clone()).collect();
+                let ports = ports::ports_view(&s.port_bindings, &s.exposed_ports, &published);
+                SandboxView { record: s.clone(), networks, ports }
             })
             .collect();
         out.sort_by(|a, b| a.record.name.cmp(&b.record.name));

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-fn null_is_default<'de, D, T>(d: D) -> Result<T, D::Error>
+use super::ports::{ExposedPorts, HostBinding, PortBindings, PublishedPort};
+
+pub(super) fn null_is_default<'de, D, T>(d: D) -> Result<T, D::Error>
 where
     D: Deserializer<'de>,
     T: Default + Deserialize<'de>,
@@ -176,9 +178,16 @@ pub struct EndpointRecord {
     pub src_name: String,
     /// Its name in the sandbox.
     pub dst_name: String,
+    /// The driver made the interface in the sandbox (nothing was moved;
+    /// leave leaves it there for the driver to delete).
+    pub in_place: bool,
     /// Whether this endpoint gives the sandbox its default gateway (and so
     /// had its external connectivity programmed).
     pub gateway: bool,
+    /// The sandbox's published ports as the driver reported them after
+    /// programming (host ports chosen); empty when none or the driver
+    /// reports none.
+    pub ports: Vec<PublishedPort>,
 }
 
 /// What the daemon keeps of a sandbox (`sandbox/<id>`).
@@ -196,6 +205,11 @@ pub struct SandboxRecord {
     pub host: bool,
     /// RFC 3339 creation time.
     pub created: String,
+    /// Ports to publish, checked and canonical (`80/tcp`); published
+    /// through the endpoint that gives the sandbox its default gateway.
+    pub port_bindings: PortBindings,
+    /// Exposed ports, canonical; handed to drivers, shown in `Ports`.
+    pub exposed_ports: ExposedPorts,
 }
 
 /// `POST /sandboxes/create`.
@@ -207,6 +221,15 @@ pub struct CreateSandbox {
     /// Share the host's network namespace (for `host` networks) instead of
     /// having one of its own.
     pub host: bool,
+    /// Docker's `HostConfig.PortBindings`: `{"80/tcp": [{"HostIp": "",
+    /// "HostPort": "8080"}]}`; `HostPort` empty for any free port or a
+    /// range `"8000-8010"`. Checked at create time (see
+    /// [`super::ports`]).
+    #[serde(deserialize_with = "super::ports::bindings_or_null")]
+    pub port_bindings: PortBindings,
+    /// Docker's `ExposedPorts`: `{"80/tcp": {}}`.
+    #[serde(deserialize_with = "super::ports::exposed_or_null")]
+    pub exposed_ports: ExposedPorts,
 }
 
 /// Docker's `EndpointSettings` as `POST /networks/{id}/connect` sends it.
@@ -389,4 +412,8 @@ pub struct SandboxView {
     pub record: SandboxRecord,
     /// Networks it is attached to, by network name: endpoint id.
     pub networks: BTreeMap<String, String>,
+    /// Docker's `NetworkSettings.Ports`: each published port with the
+    /// host bindings its driver chose (`{"80/tcp": [{"HostIp": "0.0.0.0",
+    /// "HostPort": "8080"}]}`), each exposed port not published with `null`.
+    pub ports: BTreeMap<String, Option<Vec<HostBinding>>>,
 }

@@ -42,6 +42,22 @@ impl Veth {
     }
 }
 
+impl Veth {
+    /// A pair with `inner` made directly in the sandbox at `key` (as the
+    /// bridge driver makes it for berth's core), `outer` in the host.
+    pub fn new_in(base: &str, key: &Path) -> Veth {
+        let v = Veth { outer: format!("{base}h"), inner: format!("{base}c") };
+        let ok = std::process::Command::new("nsenter")
+            .arg(format!("--net={}", key.display()))
+            .args(["ip", "link", "add", &v.inner, "type", "veth", "peer", "name", &v.outer, "netns", "1"])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "create veth {} in {} with its peer in the host", v.inner, key.display());
+        v
+    }
+}
+
 impl Drop for Veth {
     fn drop(&mut self) {
         delete_host_link(&self.outer);
@@ -131,6 +147,10 @@ pub type Log = Arc<Mutex<Vec<String>>>;
 /// namespace, named from the endpoint id (`<prefix><ep[..5]>h` ↔ `…c`), so
 /// it keeps no state about endpoints and any process can clean up after
 /// another. Networks (their gateways) are kept in a file under `dir`.
+/// Options given to `create_endpoint`, `join` and
+/// `program_external_connectivity` are kept in `<ep>.<method>.json` under
+/// `dir` (see [`VethDriver::options_of`]); `endpoint_info` answers the
+/// programmed port map with each `HostPort: 0` resolved to 49153.
 #[derive(Debug)]
 pub struct VethDriver {
     pub prefix: String,
@@ -151,6 +171,22 @@ impl VethDriver {
     }
     fn file(&self, net: &str) -> PathBuf {
         self.dir.join(format!("{net}.json"))
+    }
+    fn keep_options(&self, ep: &str, method: &str, options: &Options) {
+        if !options.is_empty() {
+            std::fs::create_dir_all(&self.dir).unwrap();
+            std::fs::write(Self::options_file(&self.dir, ep, method), serde_json::to_vec(options).unwrap())
+                .unwrap();
+        }
+    }
+    fn options_file(dir: &Path, ep: &str, method: &str) -> PathBuf {
+        dir.join(format!("{ep}.{method}.json"))
+    }
+    /// The options endpoint `ep` got in `method` from the veth driver
+    /// under world `dir`; `None` when it got none.
+    pub fn options_of(dir: &Path, ep: &str, method: &str) -> Option<Options> {
+        let b = std::fs::read(Self::options_file(&dir.join("veth"), ep, method)).ok()?;
+        Some(serde_json::from_slice(&b).unwrap())
     }
     fn log(&self, s: &str) {
         self.log.lock().unwrap().push(format!("net.{s}"));
@@ -182,6 +218,7 @@ impl NetworkDriver for VethDriver {
     }
     fn create_endpoint(&self, req: CreateEndpointRequest) -> DriverResult<CreateEndpointResponse> {
         self.log("create_endpoint");
+        self.keep_options(&req.endpoint_id, "create_endpoint", &req.options);
         let (outer, inner) = self.names(&req.endpoint_id);
         Netlink::open().and_then(|mut nl| nl.create_veth(&outer, &inner)).map_err(nl_err)?;
         let mut resp = CreateEndpointResponse::default();
@@ -193,11 +230,30 @@ impl NetworkDriver for VethDriver {
         }
         Ok(resp)
     }
-    fn endpoint_info(&self, _req: EndpointInfoRequest) -> DriverResult<Options> {
-        Ok(Options::new())
+    fn endpoint_info(&self, req: EndpointInfoRequest) -> DriverResult<Options> {
+        let mut info = Options::new();
+        let file = Self::options_file(&self.dir, &req.endpoint_id, "program_external_connectivity");
+        let programmed: Option<Options> =
+            std::fs::read(file).ok().and_then(|b| serde_json::from_slice(&b).ok());
+        if let Some(mut map) = programmed.and_then(|mut o| o.remove("com.docker.network.portmap")) {
+            for b in map.as_array_mut().into_iter().flatten() {
+                if b["HostPort"] == 0 {
+                    b["HostPort"] = 49153.into();
+                    b["HostPortEnd"] = 49153.into();
+                }
+                if b["HostIP"] == "" {
+                    b["HostIP"] = "0.0.0.0".into();
+                }
+            }
+            info.insert("com.docker.network.portmap".into(), map);
+        }
+        Ok(info)
     }
     fn delete_endpoint(&self, req: DeleteEndpointRequest) -> DriverResult<()> {
         self.log("delete_endpoint");
+        for m in ["create_endpoint", "join", "program_external_connectivity"] {
+            let _ = std::fs::remove_file(Self::options_file(&self.dir, &req.endpoint_id, m));
+        }
         let (outer, inner) = self.names(&req.endpoint_id);
         delete_host_link(&outer);
         delete_host_link(&inner);
@@ -205,6 +261,7 @@ impl NetworkDriver for VethDriver {
     }
     fn join(&self, req: JoinRequest) -> DriverResult<JoinResponse> {
         self.log("join");
+        self.keep_options(&req.endpoint_id, "join", &req.options);
         let gw: Gateways = std::fs::read(self.file(&req.network_id))
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
@@ -227,8 +284,9 @@ impl NetworkDriver for VethDriver {
         self.log("leave");
         Ok(())
     }
-    fn program_external_connectivity(&self, _req: ProgramExternalConnectivityRequest) -> DriverResult<()> {
+    fn program_external_connectivity(&self, req: ProgramExternalConnectivityRequest) -> DriverResult<()> {
         self.log("program_external_connectivity");
+        self.keep_options(&req.endpoint_id, "program_external_connectivity", &req.options);
         Ok(())
     }
     fn revoke_external_connectivity(&self, _req: RevokeExternalConnectivityRequest) -> DriverResult<()> {

@@ -69,20 +69,24 @@ pub async fn prune(state: &Arc<AppState>, filters: Filters) -> Result<Reply, Api
     Ok(json(StatusCode::OK, &report))
 }
 
-/// Makes a sandbox: 201 with `{"Id", "Key"}` (the namespace file).
+/// Makes a sandbox: 201 with `{"Id", "Key"}` (the namespace file). Its
+/// `PortBindings` and `ExposedPorts` (Docker's shapes) are checked first:
+/// a bad one is a 400 and nothing is made.
 pub async fn sandbox_create(state: &Arc<AppState>, req: CreateSandbox) -> Result<Reply, ApiError> {
     let sb = blocking(state, move |e| e.networks().create_sandbox(req)).await?;
     tracing::info!(sandbox = %sb.name, id = %sb.id, key = %sb.key, "sandbox created");
     Ok(json(StatusCode::CREATED, &serde_json::json!({ "Id": sb.id, "Key": sb.key })))
 }
 
-/// The sandboxes, as a JSON array.
+/// The sandboxes, as a JSON array (each as [`sandbox_inspect`] shows it).
 pub async fn sandbox_list(state: &Arc<AppState>) -> Result<Reply, ApiError> {
     let list = blocking(state, |e| Ok(e.networks().sandboxes())).await?;
     Ok(json(StatusCode::OK, &list))
 }
 
-/// One sandbox.
+/// One sandbox: its record (`Id`, `Name`, `Key`, `Host`, `Created`,
+/// `PortBindings`, `ExposedPorts`), `Networks` by name, and `Ports` in
+/// Docker's `NetworkSettings.Ports` shape, as its drivers published them.
 pub async fn sandbox_inspect(state: &Arc<AppState>, name: String) -> Result<Reply, ApiError> {
     let view = blocking(state, move |e| {
         let id = e.networks().find_sandbox(&name)?.id;

@@ -5,6 +5,6 @@
 berth_plugin_api::export_plugin! {
     name: "default",
     version: env!("CARGO_PKG_VERSION"),
-    description: "IPAM with local and global address spaces, default address pools and on-disk state",
+    description: "IPAM with local and global address spaces, default address pools, state on disk or replayed",
     ipam: crate::DefaultIpamDriver::new,
 }

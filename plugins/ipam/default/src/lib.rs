@@ -1,4 +1,5 @@
-//! berth IPAM driver `default`: pools and addresses, kept on disk.
+//! berth IPAM driver `default`: pools and addresses, kept on disk or
+//! replayed by the daemon at start.
 //!
 //! # Address spaces and pools
 //!
@@ -65,28 +66,45 @@
 //!
 //! # Persistence
 //!
-//! Nothing is answered before it is on disk (see `src/state.rs` and
-//! `src/journal.rs`):
+//! Option `persist` (see [`Persist`]) says where the state lives:
 //!
-//! * a pool request or release rewrites the snapshot
-//!   `<root>/ipam-state.json` atomically (temporary file, fsync, rename,
-//!   fsync of the directory);
-//! * an address request or release appends one line to `<root>/ipam-journal`
-//!   and `fdatasync`s it. Callers at the same time share one `fdatasync`
-//!   (group commit), so the cost per address is one disk flush at most;
-//! * every [`COMPACT_AFTER`] records (and at load) the journal is folded
-//!   into a new snapshot.
+//! * `"replay"`: in memory only. The capabilities answer
+//!   `requires_request_replay`, and the daemon, which records every
+//!   network's pools and every endpoint's addresses in its own store
+//!   anyway, requests them all again when it starts (Docker's default
+//!   IPAM). Nothing is written, so an address costs no disk flush. berthd's
+//!   embedded configuration uses this mode. The serial cursor is not
+//!   replayed (requests name their addresses): after a restart a serial
+//!   pool starts again from the lowest free address, as Docker's does.
+//! * `"journal"` (the default): durable by itself, for a caller that never
+//!   replays (dockerd, with the driver served as a remote plugin). Nothing
+//!   is answered before it is on disk (see `src/state.rs` and
+//!   `src/journal.rs`):
+//!   * a pool request or release rewrites the snapshot
+//!     `<root>/ipam-state.json` atomically (temporary file, fsync, rename,
+//!     fsync of the directory);
+//!   * an address request or release appends one line to
+//!     `<root>/ipam-journal` and `fdatasync`s it. Callers at the same time
+//!     share one `fdatasync` (group commit), so the cost per address is one
+//!     disk flush at most;
+//!   * every [`COMPACT_AFTER`] records (and at load) the journal is folded
+//!     into a new snapshot.
 //!
-//! A change that cannot be written is undone and reported; a failed
-//! `fdatasync` stops the driver (every call is an error until a restart).
-//! A crash at any point loses no answered change: a torn last journal line
-//! belongs to a call that never answered. A new driver loads the snapshot
-//! and replays the journal; a corrupt file is an error naming it, never
-//! silently ignored.
+//!   A change that cannot be written is undone and reported; a failed
+//!   `fdatasync` stops the driver (every call is an error until a
+//!   restart). A crash at any point loses no answered change: a torn last
+//!   journal line belongs to a call that never answered. A new driver loads
+//!   the snapshot and replays the journal; a corrupt file is an error
+//!   naming it, never silently ignored.
 //!
-//! [`DefaultIpamDriver::in_memory`] keeps the same state in memory only
-//! (Docker's model: its capabilities ask the daemon to replay requests
-//! after a restart); the daemon's plugin always keeps it on disk.
+//! Switching a daemon that holds networks from `"journal"` to `"replay"` is
+//! safe (the daemon replays its records; the files under the root are
+//! neither read nor written any more, remove them). The other way is not:
+//! a journal starts from whatever its files hold and nothing is replayed,
+//! so remove the networks first.
+//!
+//! [`DefaultIpamDriver::in_memory`] is the `"replay"` driver built
+//! directly, for tests, benchmarks and embedders.
 
 #![deny(missing_docs)]
 
@@ -110,7 +128,7 @@ use ipnet::IpNet;
 
 pub use crate::alloc::Policy;
 pub use crate::journal::JOURNAL_FILE;
-pub use crate::options::{AddressPool, DefaultPools, Opts};
+pub use crate::options::{AddressPool, DefaultPools, Opts, Persist, UnknownPersist};
 pub use crate::pool::{GLOBAL, LOCAL};
 pub use crate::state::{COMPACT_AFTER, STATE_FILE};
 
@@ -147,12 +165,17 @@ impl fmt::Debug for DefaultIpamDriver {
 }
 
 impl DefaultIpamDriver {
-    /// Builds the driver: decodes and validates the options, loads
-    /// `<root>/ipam-state.json` and replays `<root>/ipam-journal`.
+    /// Builds the driver: decodes and validates the options; with
+    /// `persist = "journal"` (the default) loads `<root>/ipam-state.json`
+    /// and replays `<root>/ipam-journal`, with `persist = "replay"` starts
+    /// empty in memory and touches no file.
     pub fn new(req: InitRequest) -> DriverResult<Init<DefaultIpamDriver>> {
         let opts: Opts = req.decode_options()?;
         let defaults = DefaultPools::from_options(&opts)
             .map_err(|e| e.context(format_args!("options of driver {:?}", req.name)))?;
+        if opts.persist == Persist::Replay {
+            return Ok(Init::Ready(DefaultIpamDriver::with_store(defaults, Store::Memory, Pools::new())));
+        }
         if req.root.is_empty() {
             return Err(DriverError::invalid_argument(
                 "the IPAM driver needs a root directory for its state, and none was given",
@@ -168,8 +191,8 @@ impl DefaultIpamDriver {
     /// A driver whose state lives in memory only and dies with it, as
     /// Docker's default IPAM: its capabilities answer
     /// `requires_request_replay`, so a daemon replays its pool and address
-    /// requests after a restart. For tests, benchmarks and embedders; the
-    /// plugin the daemon loads keeps its state on disk.
+    /// requests after a restart. What `persist = "replay"` builds (whatever
+    /// `opts.persist` says), for tests, benchmarks and embedders.
     pub fn in_memory(opts: &Opts) -> DriverResult<DefaultIpamDriver> {
         let defaults = DefaultPools::from_options(opts)?;
         Ok(DefaultIpamDriver::with_store(defaults, Store::Memory, Pools::new()))

@@ -1,9 +1,12 @@
 //! The driver's options, and picking a free subnet out of the default
 //! address pools.
 
+use std::fmt;
+use std::str::FromStr;
+
 use berth_plugin_api::{DriverError, DriverResult};
 use ipnet::IpNet;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::pool::{bounds, from_bits, parse_prefix};
 
@@ -12,11 +15,16 @@ use crate::pool::{bounds, from_bits, parse_prefix};
 /// ```toml
 /// [[plugin]]
 /// name = "default"
-/// options = { default_address_pools = [{ base = "172.30.0.0/16", size = 24 }] }
+/// options = { persist = "replay",
+///             default_address_pools = [{ base = "172.30.0.0/16", size = 24 }] }
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Opts {
+    /// How the state is kept: `"journal"` (the default) or `"replay"`; see
+    /// [`Persist`].
+    #[serde(default)]
+    pub persist: Persist,
     /// Where IPv4 pools come from when a request names none; absent means
     /// Docker's list (see [`DefaultPools::docker`]). An empty list turns
     /// dynamic IPv4 pools off.
@@ -25,6 +33,97 @@ pub struct Opts {
     /// The same for IPv6; absent means `fd00:b347::/48` cut into /64s.
     #[serde(default)]
     pub default_address_pools_v6: Option<Vec<AddressPool>>,
+}
+
+/// Option `persist`: where the driver's state lives, and so who makes it
+/// survive a restart.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Persist {
+    /// `"journal"` (the default): durable by itself, under the driver's
+    /// root (snapshot and journal, one `fdatasync` per address). For a
+    /// caller that never replays, such as dockerd using the driver as a
+    /// remote plugin.
+    #[default]
+    Journal,
+    /// `"replay"`: in memory only, nothing written; the capabilities answer
+    /// `requires_request_replay`, so the daemon requests every recorded
+    /// pool and address again at start (Docker's default IPAM). The
+    /// daemon's records are the persistence. berthd's embedded
+    /// configuration uses it.
+    Replay,
+}
+
+impl Persist {
+    /// The option's text: `"journal"` or `"replay"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Persist::Journal => "journal",
+            Persist::Replay => "replay",
+        }
+    }
+}
+
+impl fmt::Display for Persist {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A `persist` value other than `"journal"` and `"replay"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownPersist(pub String);
+
+impl fmt::Display for UnknownPersist {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "option persist is {:?}; expected \"journal\" (state on disk, durable by itself) \
+             or \"replay\" (state in memory, the daemon replays its requests at start)",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for UnknownPersist {}
+
+impl From<UnknownPersist> for DriverError {
+    fn from(e: UnknownPersist) -> DriverError {
+        DriverError::invalid_argument(e.to_string())
+    }
+}
+
+impl FromStr for Persist {
+    type Err = UnknownPersist;
+
+    fn from_str(s: &str) -> Result<Persist, UnknownPersist> {
+        match s {
+            "journal" => Ok(Persist::Journal),
+            "replay" => Ok(Persist::Replay),
+            other => Err(UnknownPersist(other.to_string())),
+        }
+    }
+}
+
+impl Serialize for Persist {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Persist {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Persist, D::Error> {
+        struct Text;
+        impl serde::de::Visitor<'_> for Text {
+            type Value = Persist;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("option persist as \"journal\" or \"replay\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Persist, E> {
+                v.parse().map_err(E::custom)
+            }
+        }
+        d.deserialize_str(Text)
+    }
 }
 
 /// A range of pools: `base` cut into prefixes of length `size`.
@@ -219,7 +318,11 @@ mod tests {
     #[test]
     fn options_are_validated() {
         let bad = |v4: Vec<AddressPool>, v6: Vec<AddressPool>| {
-            let opts = Opts { default_address_pools: Some(v4), default_address_pools_v6: Some(v6) };
+            let opts = Opts {
+                default_address_pools: Some(v4),
+                default_address_pools_v6: Some(v6),
+                ..Opts::default()
+            };
             DefaultPools::from_options(&opts).unwrap_err()
         };
         let e = bad(vec![AddressPool::new("172.30.0.0/16", 8)], vec![]);
@@ -235,7 +338,42 @@ mod tests {
         let e = bad(vec![AddressPool::new("nope", 24)], vec![]);
         assert_eq!(e.kind, berth_plugin_api::ErrorKind::InvalidArgument);
         // Empty lists are fine: no dynamic pools of that family.
-        let opts = Opts { default_address_pools: Some(vec![]), default_address_pools_v6: Some(vec![]) };
+        let opts = Opts {
+            default_address_pools: Some(vec![]),
+            default_address_pools_v6: Some(vec![]),
+            ..Opts::default()
+        };
         assert_eq!(DefaultPools::from_options(&opts).unwrap().pick(false, None, &[]).unwrap(), None);
+    }
+
+    #[test]
+    fn persist_is_journal_unless_replay_is_asked_for() {
+        assert_eq!(Opts::default().persist, Persist::Journal);
+        assert_eq!("journal".parse::<Persist>(), Ok(Persist::Journal));
+        assert_eq!("replay".parse::<Persist>(), Ok(Persist::Replay));
+        for bad in ["", "Replay", "memory", "disk", " journal"] {
+            let e = bad.parse::<Persist>().unwrap_err();
+            assert_eq!(e, UnknownPersist(bad.to_string()));
+            let text = e.to_string();
+            assert!(text.contains(&format!("{bad:?}")) && text.contains("\"replay\""), "{text}");
+            assert_eq!(DriverError::from(e).kind, berth_plugin_api::ErrorKind::InvalidArgument);
+        }
+        for p in [Persist::Journal, Persist::Replay] {
+            assert_eq!(p.to_string().parse::<Persist>(), Ok(p));
+        }
+    }
+
+    #[test]
+    fn persist_decodes_from_options() {
+        let decode = |v: serde_json::Value| serde_json::from_value::<Opts>(v);
+        assert_eq!(decode(serde_json::json!({})).unwrap().persist, Persist::Journal);
+        assert_eq!(decode(serde_json::json!({"persist": "journal"})).unwrap().persist, Persist::Journal);
+        let opts = decode(serde_json::json!({"persist": "replay"})).unwrap();
+        assert_eq!(opts, Opts { persist: Persist::Replay, ..Opts::default() });
+        let e = decode(serde_json::json!({"persist": "sqlite"})).unwrap_err().to_string();
+        assert!(e.contains("option persist is \"sqlite\""), "{e}");
+        assert!(decode(serde_json::json!({"persist": true})).is_err(), "not a string");
+        // Round trip, as a config printer would show it.
+        assert_eq!(serde_json::to_value(&opts).unwrap()["persist"], "replay");
     }
 }

@@ -7,6 +7,7 @@ mod common;
 
 use std::fs;
 
+use berth_plugin_api::ipam::IpamCapabilitiesRequest;
 use berth_plugin_api::ErrorKind;
 use common::*;
 
@@ -130,4 +131,64 @@ fn a_journal_left_by_a_crash_is_replayed_and_folded() {
     assert_eq!(fs::metadata(dir.path().join("ipam-journal")).unwrap().len(), 0, "folded at load");
     assert_eq!(any(&d, &id).unwrap(), "10.72.0.4/24");
     assert_eq!(any(&d, &id).unwrap(), "10.72.0.11/24");
+}
+
+/// `persist = "replay"`: the state lives in memory, nothing is written
+/// under the root, the capabilities ask the daemon to replay, and a reopen
+/// starts empty (the daemon's replay fills it again).
+#[test]
+fn replay_mode_keeps_nothing_on_disk_and_asks_for_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let replay = serde_json::json!({ "persist": "replay" });
+    let caps = |d: &Ipam| d.capabilities(IpamCapabilitiesRequest::default()).unwrap();
+    let id;
+    {
+        let d = try_open(dir.path(), replay.clone()).unwrap();
+        assert!(caps(&d).requires_request_replay);
+        id = pool(&d, "10.73.0.0/24");
+        gateway(&d, &id, "").unwrap();
+        assert_eq!(any(&d, &id).unwrap(), "10.73.0.2/24");
+        address(&d, &id, "10.73.0.9").unwrap();
+        assert_err(address(&d, &id, "10.73.0.9"), ErrorKind::Conflict, "already in use");
+    }
+    assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0, "nothing written under the root");
+    // A new driver knows nothing until the daemon replays; replaying the
+    // same requests gives the same pool id and the same addresses.
+    let d = try_open(dir.path(), replay).unwrap();
+    assert_err(any(&d, &id), ErrorKind::NotFound, "not live");
+    assert_eq!(pool(&d, "10.73.0.0/24"), id);
+    assert_eq!(gateway(&d, &id, "10.73.0.1").unwrap(), "10.73.0.1/24");
+    assert_eq!(address(&d, &id, "10.73.0.2").unwrap(), "10.73.0.2/24");
+    assert_eq!(address(&d, &id, "10.73.0.9").unwrap(), "10.73.0.9/24");
+    assert_eq!(any(&d, &id).unwrap(), "10.73.0.3/24", "replayed addresses are taken");
+    assert_err(gateway(&d, &id, ""), ErrorKind::Conflict, "already has gateway 10.73.0.1");
+
+    // "journal" is the default and persists by itself.
+    for options in [serde_json::Value::Null, serde_json::json!({ "persist": "journal" })] {
+        let j = tempfile::tempdir().unwrap();
+        let d = try_open(j.path(), options).unwrap();
+        assert!(!caps(&d).requires_request_replay);
+        pool(&d, "10.74.0.0/24");
+        assert!(j.path().join("ipam-state.json").exists());
+    }
+}
+
+#[test]
+fn an_unknown_persist_mode_is_refused_naming_the_option() {
+    let dir = tempfile::tempdir().unwrap();
+    for bad in [serde_json::json!("disk"), serde_json::json!("Replay"), serde_json::json!(1)] {
+        let e = assert_err(
+            try_open(dir.path(), serde_json::json!({ "persist": bad })),
+            ErrorKind::InvalidArgument,
+            "persist",
+        );
+        assert!(e.message.contains("options of driver \"default\""), "{}", e.message);
+    }
+    let e = assert_err(
+        try_open(dir.path(), serde_json::json!({ "persist": "disk" })),
+        ErrorKind::InvalidArgument,
+        "persist",
+    );
+    assert!(e.message.contains(r#"option persist is "disk"; expected "journal""#), "{}", e.message);
+    assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
 }

@@ -1,9 +1,10 @@
 //! The [`NetworkDriver`] implementation: bookkeeping, links and the
 //! firewall, in that order of trust: the state file says what exists,
-//! netlink makes links match it, `nft` makes the table match it.
+//! netlink makes links match it, nftables makes the table match it.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv6Addr, TcpListener, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -15,6 +16,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::firewalld::Firewalld;
+use crate::libnft;
 use crate::netutil::{self, os_err};
 use crate::nft::{self, FwNetwork, FwPort};
 use crate::options::{self, NetConfig, PortBinding};
@@ -51,10 +53,10 @@ pub struct Opts {
 #[derive(Debug)]
 pub struct BridgeDriver {
     state_path: PathBuf,
-    nft_file: PathBuf,
     table: String,
     default_mtu: u32,
-    runner: Arc<dyn Runner>,
+    /// libnftables in process, or the `nft` command.
+    nft: Box<dyn nft::Backend>,
     firewalld: Option<Firewalld>,
     inner: Mutex<Inner>,
 }
@@ -62,9 +64,10 @@ pub struct BridgeDriver {
 #[derive(Debug)]
 struct Inner {
     state: State,
-    /// The last batch `nft` accepted; a change that leaves it equal runs
-    /// no `nft` at all.
-    applied: Option<String>,
+    /// What the table is known to hold: the networks of the last state
+    /// programmed; `None` (at start, after a failure) has the next change
+    /// regenerate the whole table.
+    applied: Option<Vec<FwNetwork>>,
     /// firewalld's zone and policy are known to exist.
     zone_ready: bool,
 }
@@ -85,19 +88,33 @@ impl BridgeDriver {
     /// Builds the driver: checks the options, loads
     /// `<root>/bridge-state.json`, recreates the bridges of recorded
     /// networks that are gone (after a reboot) and programs the firewall
-    /// to match. Declines (skipped) without `nft` or without the right to
+    /// to match. The firewall is programmed through libnftables in process
+    /// ([`libnft`]) where `libnftables.so.1` loads, else with the `nft`
+    /// command. Declines (skipped) with neither, or without the right to
     /// change the firewall.
     pub fn new(req: InitRequest) -> DriverResult<Init<BridgeDriver>> {
-        if find_program("nft").is_none() {
-            return Ok(Init::Skipped(
-                "the nft command is not installed (package nftables); the bridge driver programs NAT, published ports and isolation with it".into(),
-            ));
+        match libnft::Library::open() {
+            Ok(lib) => Self::build(req, |_| Box::new(lib)),
+            Err(_) if find_program("nft").is_some() => Self::with_runner(req, Arc::new(HostRunner)),
+            Err(why) => Ok(Init::Skipped(format!(
+                "neither libnftables ({why}) nor the nft command is installed (package nftables); the bridge driver programs NAT, published ports and isolation with them"
+            ))),
         }
-        Self::with_runner(req, Arc::new(HostRunner))
     }
 
-    /// [`BridgeDriver::new`] with the given command runner for `nft`.
+    /// [`BridgeDriver::new`] programming the firewall with the `nft`
+    /// command run by `runner` (one process per change), whether or not
+    /// libnftables is installed.
     pub fn with_runner(req: InitRequest, runner: Arc<dyn Runner>) -> DriverResult<Init<BridgeDriver>> {
+        Self::build(req, |run_root| Box::new(nft::Command::new(runner, run_root.join("nftables-batch.json"))))
+    }
+
+    /// Builds the driver with the firewall backend `nft` makes (given the
+    /// run root).
+    fn build(
+        req: InitRequest,
+        nft: impl FnOnce(&Path) -> Box<dyn nft::Backend>,
+    ) -> DriverResult<Init<BridgeDriver>> {
         let opts: Opts = req.decode_options()?;
         if req.root.is_empty() {
             return Err(DriverError::invalid_argument(
@@ -125,10 +142,9 @@ impl BridgeDriver {
         let state = state::load(&state_path)?;
         let driver = BridgeDriver {
             state_path,
-            nft_file: run_root.join("nftables-batch.json"),
             table,
             default_mtu,
-            runner,
+            nft: nft(run_root),
             firewalld: Firewalld::connect(opts.firewalld_bus.as_deref()),
             inner: Mutex::new(Inner { state, applied: None, zone_ready: false }),
         };
@@ -185,16 +201,16 @@ impl BridgeDriver {
         self.firewalld.as_ref().map_or(Ok(()), |fw| fw.remove_interface(bridge))
     }
 
-    /// Makes the firewall table match `next`.
+    /// Makes the firewall table match `next`, programming only what
+    /// changed since the last state applied: a new network or published
+    /// port only adds (see [`nft::sync`]). The whole table is regenerated
+    /// when what it holds is unknown (at start: the restore) or after a
+    /// failure.
     fn sync_firewall(&self, inner: &mut Inner, next: &State) -> DriverResult<()> {
-        let batch = nft::ruleset(&self.table, &fw_networks(next));
-        let text = batch.to_string();
-        if inner.applied.as_deref() == Some(text.as_str()) {
-            return Ok(());
-        }
-        inner.applied = None;
-        nft::apply(&*self.runner, &self.nft_file, &batch)?;
-        inner.applied = Some(text);
+        let want = fw_networks(next);
+        let current = inner.applied.take();
+        nft::sync(&*self.nft, &self.table, current.as_deref(), &want)?;
+        inner.applied = Some(want);
         Ok(())
     }
 
@@ -269,10 +285,11 @@ fn fw_networks(state: &State) -> Vec<FwNetwork> {
             snat_ipv4: n.config.snat_ipv4,
             ports: n
                 .endpoints
-                .values()
-                .flat_map(|e| e.ports.iter())
-                .filter_map(|p| {
+                .iter()
+                .flat_map(|(eid, e)| e.ports.iter().map(move |p| (eid, p)))
+                .filter_map(|(eid, p)| {
                     Some(FwPort {
+                        endpoint: eid.clone(),
                         proto: p.proto_name(),
                         host_ip: p.host_ip.parse().ok(),
                         host_port: p.host_port,
@@ -287,6 +304,63 @@ fn fw_networks(state: &State) -> Vec<FwNetwork> {
 
 /// Deletes an endpoint's veth pair wherever its ends are in the host
 /// namespace.
+/// The index of bridge `name` of network `nid`; gone is an error that says
+/// what to do.
+fn bridge_index(nl: &mut Rtnl, name: &str, nid: &str) -> DriverResult<u32> {
+    let link = nl.link_by_name(name).map_err(|e| os_err(format_args!("look up bridge {name}"), &e))?;
+    link.map(|l| l.index).ok_or_else(|| {
+        DriverError::failed_precondition(format!(
+            "bridge {name} of network {nid:?} is gone; delete and recreate the network"
+        ))
+    })
+}
+
+/// Whether berth's core asked for the interface in the sandbox
+/// ([`berth_plugin_api::network::JOIN_IN_PLACE`]).
+fn in_place(options: &Options) -> bool {
+    options.get(berth_plugin_api::network::JOIN_IN_PLACE).is_some_and(|v| v == &serde_json::Value::Bool(true))
+}
+
+/// `CreateEndpoint`'s answer: the MAC the driver chose, when none was asked.
+fn created(generated: bool, mac: String) -> CreateEndpointResponse {
+    let mut resp = CreateEndpointResponse::default();
+    if generated {
+        let mut filled = EndpointInterface::default();
+        filled.mac_address = mac;
+        resp.interface = Some(filled);
+    }
+    resp
+}
+
+/// Makes `ep`'s veth pair on bridge `bridge` (its index), the sandbox end
+/// in `netns` when given; undone when a step fails.
+fn make_veth(
+    nl: &mut Rtnl,
+    ep: &Endpoint,
+    config: &NetConfig,
+    bridge: u32,
+    netns: Option<std::os::fd::RawFd>,
+) -> DriverResult<()> {
+    let mac = netutil::parse_mac(&ep.mac)
+        .ok_or_else(|| DriverError::internal(format!("endpoint MAC {:?} does not parse", ep.mac)))?;
+    // A crash between creating the pair and saving may have left it.
+    let _ = delete_veth(nl, ep);
+    nl.add_veth_into(&ep.host_veth, &ep.peer_veth, config.mtu, Some(mac), Some(bridge), netns)
+        .map_err(|e| os_err(format_args!("create veth pair {} / {}", ep.host_veth, ep.peer_veth), &e))?;
+    // Hairpin lets a container reach its own published port where
+    // br_netfilter bridges the DNATed frame back to the port it came from;
+    // isolation is ICC off.
+    let flags = lookup_index(nl, &ep.host_veth).and_then(|index| {
+        nl.set_bridge_port(index, true, !config.icc)
+            .map_err(|e| os_err(format_args!("set bridge port flags of {}", ep.host_veth), &e))
+    });
+    if let Err(e) = flags {
+        let _ = delete_veth(nl, ep);
+        return Err(e);
+    }
+    Ok(())
+}
+
 fn delete_veth(nl: &mut Rtnl, ep: &Endpoint) -> DriverResult<()> {
     let gone = nl
         .delete_link_by_name(&ep.host_veth)
@@ -585,44 +659,24 @@ impl NetworkDriver for BridgeDriver {
             mac: netutil::format_mac(&mac),
             requested_ports,
             ports: Vec::new(),
+            deferred: in_place(&req.options),
         };
-        let mut nl = rtnl()?;
-        let bridge = nl
-            .link_by_name(&net.config.bridge)
-            .map_err(|e| os_err(format_args!("look up bridge {}", net.config.bridge), &e))?
-            .ok_or_else(|| {
-                DriverError::failed_precondition(format!(
-                    "bridge {} of network {nid:?} is gone; delete and recreate the network",
-                    net.config.bridge
-                ))
-            })?;
-        // A crash between creating the pair and saving may have left it.
-        let _ = delete_veth(&mut nl, &ep);
-        nl.add_veth(&ep.host_veth, &ep.peer_veth, net.config.mtu, Some(mac), Some(bridge.index))
-            .map_err(|e| os_err(format_args!("create veth pair {} / {}", ep.host_veth, ep.peer_veth), &e))?;
-        let icc = net.config.icc;
-        let result = (|| {
-            // Hairpin lets a container reach its own published port where
-            // br_netfilter bridges the DNATed frame back to the port it came
-            // from; isolation is ICC off.
-            let index = lookup_index(&mut nl, &ep.host_veth)?;
-            nl.set_bridge_port(index, true, !icc)
-                .map_err(|e| os_err(format_args!("set bridge port flags of {}", ep.host_veth), &e))?;
-            let mut next = inner.state.clone();
-            next.networks.get_mut(nid).expect("checked above").endpoints.insert(eid.to_string(), ep.clone());
-            self.commit(&mut inner, next)
-        })();
-        if let Err(e) = result {
-            let _ = delete_veth(&mut nl, &ep);
+        // For berth's core the pair is made at join, its sandbox end in the
+        // sandbox already.
+        let mut nl = if ep.deferred { None } else { Some(rtnl()?) };
+        if let Some(nl) = nl.as_mut() {
+            let bridge = bridge_index(nl, &net.config.bridge, nid)?;
+            make_veth(nl, &ep, &net.config, bridge, None)?;
+        }
+        let mut next = inner.state.clone();
+        next.networks.get_mut(nid).expect("checked above").endpoints.insert(eid.to_string(), ep.clone());
+        if let Err(e) = self.commit(&mut inner, next) {
+            if let Some(nl) = nl.as_mut() {
+                let _ = delete_veth(nl, &ep);
+            }
             return Err(e);
         }
-        let mut resp = CreateEndpointResponse::default();
-        if requested.is_none() {
-            let mut filled = EndpointInterface::default();
-            filled.mac_address = ep.mac;
-            resp.interface = Some(filled);
-        }
-        Ok(resp)
+        Ok(created(requested.is_none(), ep.mac))
     }
 
     fn endpoint_info(&self, req: EndpointInfoRequest) -> DriverResult<Options> {
@@ -665,10 +719,27 @@ impl NetworkDriver for BridgeDriver {
     fn join(&self, req: JoinRequest) -> DriverResult<JoinResponse> {
         let (nid, eid) = (req.network_id.as_str(), req.endpoint_id.as_str());
         let mut inner = self.lock()?;
-        let net = inner.state.networks.get(nid).ok_or_else(|| not_found(nid))?;
+        let net = inner.state.networks.get(nid).ok_or_else(|| not_found(nid))?.clone();
         let ep = net.endpoints.get(eid).ok_or_else(|| ep_not_found(nid, eid))?;
         let mut nl = rtnl()?;
-        if nl
+        if ep.deferred {
+            // Made now: the sandbox end in the sandbox when berth's core
+            // can take it there, else in the host for the caller to move.
+            let bridge = bridge_index(&mut nl, &net.config.bridge, nid)?;
+            let sandbox = match in_place(&req.options) && !req.sandbox_key.is_empty() {
+                true => Some(
+                    std::fs::File::open(&req.sandbox_key)
+                        .map_err(|e| DriverError::io(format_args!("open sandbox {}", req.sandbox_key), &e))?,
+                ),
+                false => None,
+            };
+            make_veth(&mut nl, ep, &net.config, bridge, sandbox.as_ref().map(|f| f.as_raw_fd()))?;
+            // Not saved: after a restart a `deferred` endpoint's pair is
+            // found by name by delete, and a join makes it again.
+            if let Some(e) = inner.state.networks.get_mut(nid).and_then(|n| n.endpoints.get_mut(eid)) {
+                e.deferred = false;
+            }
+        } else if nl
             .link_by_name(&ep.peer_veth)
             .map_err(|e| os_err(format_args!("look up {}", ep.peer_veth), &e))?
             .is_none()

@@ -16,9 +16,13 @@
 //!   ICC off (`com.docker.network.bridge.enable_icc=false`) sets the
 //!   bridge-port flag `isolated` on the host end, so containers reach the
 //!   gateway but not each other.
-//! * **Firewall** ([`nft`]): one table `inet berth` fed to `nft -j -f` as
-//!   JSON and replaced atomically on every change, deleted with the last
-//!   network (NW-09): isolation between berth bridges, internal networks
+//! * **Firewall** ([`nft`]): one table `inet berth`, programmed as JSON
+//!   through libnftables in process ([`libnft`]; the `nft` command where
+//!   the library is missing). A new network or published port only adds
+//!   its own rules (and set member); a delete takes exactly its rules by
+//!   handle; the last network takes the table (NW-09); the table is
+//!   regenerated whole at start and when found missing or changed:
+//!   isolation between berth bridges (set `bridges`), internal networks
 //!   cut off, containers protected from routed traffic that was not
 //!   published, masquerade (or SNAT to `com.docker.network.host_ipv4`),
 //!   published ports as DNAT from the host (prerouting and output), hairpin
@@ -53,6 +57,7 @@
 mod driver;
 pub mod export;
 pub mod firewalld;
+pub mod libnft;
 pub mod netutil;
 pub mod nft;
 pub mod options;

@@ -3,6 +3,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
+pub use berth_plugin_api::network::PortBinding;
 use berth_plugin_api::network::{CreateNetworkRequest, Options};
 use berth_plugin_api::{DriverError, DriverResult};
 use serde::{Deserialize, Serialize};
@@ -169,42 +170,6 @@ impl NetConfig {
 fn parse_ip(key: &str, v: &Value) -> DriverResult<IpAddr> {
     let s = as_string(key, v)?;
     s.parse().map_err(|_| DriverError::invalid_argument(format!("option {key}: {s:?} is not an IP address")))
-}
-
-/// A published port as Docker sends it (`com.docker.network.portmap`) and
-/// as the driver reports it after choosing the host port.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct PortBinding {
-    /// IP protocol number: 6 tcp, 17 udp, 132 sctp.
-    #[serde(rename = "Proto")]
-    pub proto: u8,
-    /// The container's address.
-    #[serde(rename = "IP")]
-    pub ip: String,
-    /// The container's port.
-    #[serde(rename = "Port")]
-    pub port: u16,
-    /// The host address; empty means the network's default binding.
-    #[serde(rename = "HostIP")]
-    pub host_ip: String,
-    /// The host port; 0 means any free one.
-    #[serde(rename = "HostPort")]
-    pub host_port: u16,
-    /// The end of a host port range to choose from; 0 means just `host_port`.
-    #[serde(rename = "HostPortEnd")]
-    pub host_port_end: u16,
-}
-
-impl PortBinding {
-    /// `tcp`, `udp` or `sctp`.
-    pub fn proto_name(&self) -> &'static str {
-        match self.proto {
-            17 => "udp",
-            132 => "sctp",
-            _ => "tcp",
-        }
-    }
 }
 
 /// The published ports in `options`, if the key is there (`None` when it

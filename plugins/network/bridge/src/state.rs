@@ -60,6 +60,10 @@ pub struct Endpoint {
     /// Ports published now, with their host ports chosen.
     #[serde(default)]
     pub ports: Vec<PortBinding>,
+    /// The veth pair is made at `join` rather than at create (berth's core
+    /// asked for [`berth_plugin_api::network::JOIN_IN_PLACE`]); `false` once made.
+    #[serde(default)]
+    pub deferred: bool,
 }
 
 /// The whole state.
