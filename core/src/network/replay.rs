@@ -119,7 +119,7 @@ fn same_net(a: &str, b: &str) -> bool {
 
 impl NetworkService {
     /// Replays the recorded pool and address requests into every IPAM
-    /// driver that asks for it (see the [module docs](self)). Never fails:
+    /// driver that asks for it (see the module docs of `network::replay`). Never fails:
     /// what could not be replayed is logged and listed in the report.
     pub fn replay(&self) -> ReplayReport {
         let t0 = Instant::now();
