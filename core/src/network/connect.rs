@@ -10,13 +10,13 @@ use std::path::Path;
 use berth_plugin_api::ipam::RequestAddressRequest;
 use berth_plugin_api::network::{
     CreateEndpointRequest, DeleteEndpointRequest, EndpointInfoRequest, EndpointInterface, JoinRequest,
-    LeaveRequest, Options, ProgramExternalConnectivityRequest, RevokeExternalConnectivityRequest,
-    JOIN_IN_PLACE,
+    LeaveRequest, Options, RevokeExternalConnectivityRequest, JOIN_IN_PLACE,
 };
 use berth_plugin_api::{DriverError, DriverResult, ErrorKind, IpamDriver, NetworkDriver};
 use ipnet::IpNet;
 
 use super::create::{bare, release};
+use super::gateway;
 use super::ledger::{Op, Step};
 use super::{
     encode, endpoint_key, network_key, ports, sandbox_key, ConnectRequest, DisconnectRequest, EndpointRecord,
@@ -36,7 +36,11 @@ const MTU_OPTION: &str = "com.docker.network.driver.mtu";
 /// its answer, or `unsupported`) gives none; any other failure is
 /// logged and gives none too: the ports are published, only not
 /// shown.
-fn published_ports(driver: &Driver<dyn NetworkDriver>, net: &NetworkRecord, ep: &str) -> Vec<PublishedPort> {
+pub(super) fn published_ports(
+    driver: &Driver<dyn NetworkDriver>,
+    net: &NetworkRecord,
+    ep: &str,
+) -> Vec<PublishedPort> {
     let (network, req) = (&net.name, EndpointInfoRequest::new(&net.id, ep));
     match driver.call("endpoint_info", move |d| d.endpoint_info(req)) {
         Ok(info) => match ports::reported(&info) {
@@ -83,6 +87,22 @@ fn take(field: &str, ours: &mut String, theirs: &str) -> DriverResult<()> {
     }
     *ours = theirs.to_string();
     Ok(())
+}
+
+/// The driver's `Leave` of endpoint `ep`; one it does not know is done.
+fn driver_leave(net_id: &str, driver: &Driver<dyn NetworkDriver>, ep: &str) -> Option<DriverError> {
+    let leave = LeaveRequest::new(net_id, ep);
+    match driver.call("leave", move |d| d.leave(leave)) {
+        Ok(()) => None,
+        Err(e) if e.kind == ErrorKind::NotFound => None,
+        Err(e) => Some(e),
+    }
+}
+
+/// The driver's `DeleteEndpoint` of endpoint `ep`.
+fn driver_delete(net_id: &str, driver: &Driver<dyn NetworkDriver>, ep: &str) -> Option<DriverError> {
+    let del = DeleteEndpointRequest::new(net_id, ep);
+    driver.call("delete_endpoint", move |d| d.delete_endpoint(del)).err()
 }
 
 impl NetworkService {
@@ -137,7 +157,8 @@ impl NetworkService {
             mac: cfg.mac_address.to_ascii_lowercase(),
             ..Default::default()
         };
-        let gateway_free = !others.iter().any(|e| e.gateway);
+        let current = others.iter().find(|e| e.gateway).cloned();
+        let mut demoted = None;
         let options: Options =
             cfg.driver_opts.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect();
         let made = self.connect_steps(
@@ -148,13 +169,21 @@ impl NetworkService {
             ipam.as_ref(),
             (want4, want6),
             options,
-            gateway_free,
+            (current.as_ref(), &mut demoted),
             &mut rec,
         );
         match made {
             Ok(()) => {
-                op.finish(&[Change::Put(endpoint_key(&net.id, &ep_id), encode(&rec)?)])?;
-                self.write().endpoints.entry(net.id.clone()).or_default().insert(ep_id, rec.clone());
+                let mut changes = vec![Change::Put(endpoint_key(&net.id, &ep_id), encode(&rec)?)];
+                if let Some(o) = &demoted {
+                    changes.push(Change::Put(endpoint_key(&o.network_id, &o.id), encode(o)?));
+                }
+                op.finish(&changes)?;
+                let mut index = self.write();
+                index.endpoints.entry(net.id.clone()).or_default().insert(ep_id, rec.clone());
+                if let Some(o) = demoted {
+                    index.endpoints.entry(o.network_id.clone()).or_default().insert(o.id.clone(), o);
+                }
                 Ok(rec)
             }
             Err(mut e) => {
@@ -196,7 +225,7 @@ impl NetworkService {
         ipam: Option<&Driver<dyn IpamDriver>>,
         wanted: (Option<IpAddr>, Option<IpAddr>),
         options: Options,
-        gateway_free: bool,
+        (current, demoted): (Option<&EndpointRecord>, &mut Option<EndpointRecord>),
         rec: &mut EndpointRecord,
     ) -> DriverResult<()> {
         for (v6, want) in [(false, wanted.0), (true, wanted.1)] {
@@ -255,14 +284,31 @@ impl NetworkService {
         self.crash_point("endpoint.connect:after-endpoint");
         let mut join = JoinRequest::new(&net.id, &rec.id);
         join.sandbox_key = sb.key.clone();
-        join.options = sandbox_options.clone();
+        join.options = sandbox_options;
         if !sb.host {
             join.options.extend([in_place()]);
         }
         let joined = driver.call("join", move |d| d.join(join))?;
         let gw4 = parse_ip("gateway", &joined.gateway)?;
         let gw6 = parse_ip("IPv6 gateway", &joined.gateway_ipv6)?;
-        let gateway = gateway_free && !net.internal && (gw4.is_some() || gw6.is_some());
+        (rec.join_gateway, rec.join_gateway6) = (gateway::text(gw4), gateway::text(gw6));
+        let gateway = gateway::eligible(net, (gw4, gw6))
+            && match current {
+                None => true,
+                // A record older than its join gateways cannot be
+                // un-routed: it keeps the role.
+                Some(c) if c.join_gateway.is_empty() && c.join_gateway6.is_empty() => false,
+                Some(c) => self.find_network(&c.network_id).map_or(true, |cn| {
+                    gateway::ranks_before(net, (gw4, gw6), &cn, gateway::join_gateways(c))
+                }),
+            };
+        // Taking the role over (see `network::gateway`): the old
+        // endpoint's default routes go before the new interface adds its.
+        if let (true, Some(c)) = (gateway, current) {
+            op.note(Step::Demoted { endpoint: c.id.clone(), network: c.network_id.clone() })?;
+            self.unroute(sb, c)?;
+            *demoted = Some(c.clone());
+        }
         let mut routes = Vec::new();
         for r in &joined.static_routes {
             let destination = r.destination.parse().map_err(|e| {
@@ -313,14 +359,11 @@ impl NetworkService {
         }
         self.crash_point("endpoint.connect:after-move");
         if gateway {
-            let mut program = ProgramExternalConnectivityRequest::new(&net.id, &rec.id);
-            program.options = sandbox_options;
-            driver
-                .call("program_external_connectivity", move |d| d.program_external_connectivity(program))?;
-            rec.gateway = true;
-            if !sb.port_bindings.values().all(Vec::is_empty) {
-                rec.ports = published_ports(driver, net, &rec.id);
+            if let Some(old) = demoted.as_mut() {
+                let old_driver = self.find_network(&old.network_id)?.driver;
+                self.revoke_gateway(&old_driver, old)?;
             }
+            self.program_gateway(driver, net, sb, rec)?;
         }
         self.crash_point("endpoint.connect:after-program");
         Ok(())
@@ -409,6 +452,11 @@ impl NetworkService {
                 Err(e) => failed.push(e.to_string()),
             }
         }
+        for s in steps {
+            if let Step::Demoted { endpoint, network } = s {
+                failed.extend(self.restore_gateway(sb, network, endpoint));
+            }
+        }
         failed
     }
 
@@ -418,17 +466,8 @@ impl NetworkService {
         driver: &Driver<dyn NetworkDriver>,
         ep: &str,
     ) -> Vec<DriverError> {
-        let mut failed = Vec::new();
-        let leave = LeaveRequest::new(net_id, ep);
-        match driver.call("leave", move |d| d.leave(leave)) {
-            Ok(()) => {}
-            Err(e) if e.kind == ErrorKind::NotFound => {}
-            Err(e) => failed.push(e),
-        }
-        let del = DeleteEndpointRequest::new(net_id, ep);
-        if let Err(e) = driver.call("delete_endpoint", move |d| d.delete_endpoint(del)) {
-            failed.push(e);
-        }
+        let mut failed: Vec<DriverError> = driver_leave(net_id, driver, ep).into_iter().collect();
+        failed.extend(driver_delete(net_id, driver, ep));
         failed
     }
 
@@ -463,13 +502,38 @@ impl NetworkService {
         let data = serde_json::json!({
             "endpoint": ep, "key": sb.key, "host": sb.host, "ipam": net.ipam_driver,
         });
-        let op = self.begin(OP_DISCONNECT, endpoint_key(&net.id, &ep.id), &net.driver, data)?;
+        let mut op = self.begin(OP_DISCONNECT, endpoint_key(&net.id, &ep.id), &net.driver, data)?;
         self.crash_point("endpoint.disconnect:after-intent");
-        let failed = self.teardown_endpoint(&net.driver, &net.ipam_driver, &ep, &sb.key, sb.host);
+        let mut promoted = None;
+        let failed = {
+            let op = &mut op;
+            // dockerd's sbLeave: the next gateway endpoint is programmed
+            // after the old one's Leave, before its DeleteEndpoint.
+            let mut after_leave = |so_far: &[DriverError]| {
+                if ep.gateway && (so_far.is_empty() || force) {
+                    promoted = self.take_over(Some(op), sb, &ep.id);
+                }
+            };
+            self.teardown_endpoint(&net.driver, &net.ipam_driver, &ep, &sb.key, sb.host, &mut after_leave)
+        };
+        let mut changes = Vec::new();
+        if let Some(p) = &promoted {
+            changes.push(Change::Put(endpoint_key(&p.network_id, &p.id), encode(p)?));
+        }
         if !failed.is_empty() && !force {
             let kind = failed[0].kind;
             let text: Vec<String> = failed.iter().map(|e| e.to_string()).collect();
-            if failed.iter().any(|e| e.kind == ErrorKind::Timeout) {
+            if let Some(p) = promoted {
+                // The role moved already: both records say so, and the
+                // endpoint stays for a retry to finish deleting.
+                let mut old = ep.clone();
+                (old.gateway, old.ports) = (false, Vec::new());
+                changes.push(Change::Put(endpoint_key(&net.id, &ep.id), encode(&old)?));
+                op.finish(&changes)?;
+                let mut index = self.write();
+                index.endpoints.entry(net.id.clone()).or_default().insert(old.id.clone(), old);
+                index.endpoints.entry(p.network_id.clone()).or_default().insert(p.id.clone(), p);
+            } else if failed.iter().any(|e| e.kind == ErrorKind::Timeout) {
                 op.keep();
             } else {
                 op.abandon()?;
@@ -482,14 +546,22 @@ impl NetworkService {
         for e in &failed {
             tracing::warn!(endpoint = %ep.id, "forced disconnect: ignored {e}");
         }
-        op.finish(&[Change::Delete(endpoint_key(&net.id, &ep.id))])?;
-        if let Some(eps) = self.write().endpoints.get_mut(&net.id) {
+        changes.push(Change::Delete(endpoint_key(&net.id, &ep.id)));
+        op.finish(&changes)?;
+        let mut index = self.write();
+        if let Some(eps) = index.endpoints.get_mut(&net.id) {
             eps.remove(&ep.id);
+        }
+        if let Some(p) = promoted {
+            index.endpoints.entry(p.network_id.clone()).or_default().insert(p.id.clone(), p);
         }
         Ok(())
     }
 
     /// The reverse of a connect, in Docker's order; tries every step.
+    /// `after_leave` runs between the driver's `Leave` and its
+    /// `DeleteEndpoint`, given the failures so far (where a disconnect
+    /// moves the gateway role, see `network::gateway`).
     pub(super) fn teardown_endpoint(
         &self,
         driver: &str,
@@ -497,6 +569,7 @@ impl NetworkService {
         ep: &EndpointRecord,
         key: &str,
         host: bool,
+        after_leave: &mut dyn FnMut(&[DriverError]),
     ) -> Vec<DriverError> {
         let mut failed = Vec::new();
         let driver = match self.drivers.network(driver) {
@@ -521,7 +594,11 @@ impl NetworkService {
         }
         self.crash_point("endpoint.disconnect:after-leave");
         if let Some(d) = &driver {
-            failed.extend(self.leave_and_delete(&ep.network_id, d, &ep.id));
+            failed.extend(driver_leave(&ep.network_id, d, &ep.id));
+        }
+        after_leave(&failed);
+        if let Some(d) = &driver {
+            failed.extend(driver_delete(&ep.network_id, d, &ep.id));
         }
         let addrs: Vec<(String, String)> = [(&ep.pool_v4, &ep.ipv4), (&ep.pool_v6, &ep.ipv6)]
             .into_iter()

@@ -28,6 +28,24 @@ pub(super) enum Step {
         /// Its name in the host namespace.
         src_name: String,
     },
+    /// A connect takes the gateway role from this endpoint (see
+    /// `network::gateway`): its default routes are about to go and its
+    /// connectivity to be revoked; rolling the connect back restores it.
+    Demoted {
+        /// Its id.
+        endpoint: String,
+        /// Its network.
+        network: String,
+    },
+    /// A disconnect moves the gateway role to this endpoint: its routes
+    /// and program are about to be made; finishing the disconnect revokes
+    /// it and takes the role over again.
+    Promoting {
+        /// Its id.
+        endpoint: String,
+        /// Its network.
+        network: String,
+    },
 }
 
 /// An operation in flight.

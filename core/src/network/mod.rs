@@ -53,6 +53,7 @@
 
 mod connect;
 mod create;
+mod gateway;
 mod ledger;
 pub mod ports;
 mod reconcile;

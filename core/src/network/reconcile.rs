@@ -116,12 +116,32 @@ impl NetworkService {
                     .and_then(|v| serde_json::from_value(v).ok())
                     .ok_or_else(|| DriverError::internal("the ledger entry holds no endpoint"))?;
                 let host = d.get("host").and_then(|v| v.as_bool()).unwrap_or(false);
-                let failed =
-                    self.teardown_endpoint(&intent.driver, &text(d, "ipam"), &ep, &text(d, "key"), host);
+                let mut promoted = None;
+                let mut after_leave = |so_far: &[DriverError]| {
+                    if ep.gateway && so_far.is_empty() {
+                        promoted = self.finish_takeover(&ep.sandbox_id, &ep.id, steps);
+                    }
+                };
+                let failed = self.teardown_endpoint(
+                    &intent.driver,
+                    &text(d, "ipam"),
+                    &ep,
+                    &text(d, "key"),
+                    host,
+                    &mut after_leave,
+                );
                 joined(failed.iter().map(|e| e.to_string()).collect())?;
-                self.store.finish(seq, &[Change::Delete(intent.key.clone())])?;
-                if let Some(eps) = self.write().endpoints.get_mut(&ep.network_id) {
+                let mut changes = vec![Change::Delete(intent.key.clone())];
+                if let Some(p) = &promoted {
+                    changes.push(Change::Put(super::endpoint_key(&p.network_id, &p.id), super::encode(p)?));
+                }
+                self.store.finish(seq, &changes)?;
+                let mut index = self.write();
+                if let Some(eps) = index.endpoints.get_mut(&ep.network_id) {
                     eps.remove(&ep.id);
+                }
+                if let Some(p) = promoted {
+                    index.endpoints.entry(p.network_id.clone()).or_default().insert(p.id.clone(), p);
                 }
                 Ok(format!(
                     "finished interrupted disconnect of sandbox {} from network {}",

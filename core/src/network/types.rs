@@ -184,6 +184,13 @@ pub struct EndpointRecord {
     /// Whether this endpoint gives the sandbox its default gateway (and so
     /// had its external connectivity programmed).
     pub gateway: bool,
+    /// The IPv4 gateway the driver's join answered (bare IP), empty when
+    /// none: kept so that this endpoint can take the gateway role over
+    /// later (see `network::gateway`). Records older than this field have
+    /// none, and so never take the role over.
+    pub join_gateway: String,
+    /// The IPv6 gateway the driver's join answered, as `join_gateway`.
+    pub join_gateway6: String,
     /// The sandbox's published ports as the driver reported them after
     /// programming (host ports chosen); empty when none or the driver
     /// reports none.

@@ -337,3 +337,74 @@ pub fn evict_others(key: &Path, keep: &[String], src_name: &str) -> DriverResult
         Err(DriverError::internal(format!("clear sandbox {}: {}", key.display(), failures.join("; "))))
     }
 }
+
+/// Sets the sandbox's default routes via `gateway` (IPv4) and `gateway6`
+/// out of its interface `name`: what a join does for the endpoint that
+/// gives the sandbox its gateway, for an endpoint that takes that role
+/// over later. A route that exists already is kept (so a retry after a
+/// crash is harmless).
+pub fn set_default_routes(
+    key: &Path,
+    name: &str,
+    gateway: Option<IpAddr>,
+    gateway6: Option<IpAddr>,
+) -> DriverResult<()> {
+    default_routes(key, name, gateway, gateway6, true)
+}
+
+/// Deletes the default routes [`set_default_routes`] (or a join) added via
+/// `gateway` and `gateway6` out of interface `name`; a route, interface or
+/// sandbox that is gone already is done.
+pub fn unset_default_routes(
+    key: &Path,
+    name: &str,
+    gateway: Option<IpAddr>,
+    gateway6: Option<IpAddr>,
+) -> DriverResult<()> {
+    default_routes(key, name, gateway, gateway6, false)
+}
+
+fn default_routes(
+    key: &Path,
+    name: &str,
+    gateway: Option<IpAddr>,
+    gateway6: Option<IpAddr>,
+    add: bool,
+) -> DriverResult<()> {
+    let ns = match File::open(key) {
+        Ok(f) => f,
+        Err(e) if !add && e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(DriverError::io(format!("open sandbox {}", key.display()), &e)),
+    };
+    let verb = if add { "add" } else { "delete" };
+    let done = run_in_fd(ns.as_raw_fd(), || -> DriverResult<()> {
+        let mut nl = Netlink::open().map_err(nl_err("open netlink in the sandbox"))?;
+        let Some(link) = nl.link(name).map_err(nl_err(format!("find {name:?} in the sandbox")))? else {
+            return if add {
+                Err(DriverError::not_found(format!("interface {name:?} is not in the sandbox")))
+            } else {
+                Ok(())
+            };
+        };
+        for gw in gateway.iter().chain(&gateway6) {
+            let out = if add {
+                nl.add_route(None, Some(*gw), link.index)
+            } else {
+                nl.delete_default_route(*gw, link.index)
+            };
+            match out {
+                Ok(()) => {}
+                Err(e) if add && e.raw_os_error() == Some(libc::EEXIST) => {}
+                Err(e) if !add && e.raw_os_error() == Some(libc::ESRCH) => {}
+                Err(e) => {
+                    return Err(DriverError::io(format!("{verb} default route via {gw} on {name:?}"), &e))
+                }
+            }
+        }
+        Ok(())
+    });
+    match done {
+        Ok(r) => r.map_err(|e| e.context(format!("sandbox {}", key.display()))),
+        Err(e) => Err(DriverError::io(format!("enter sandbox {}", key.display()), &e)),
+    }
+}

@@ -29,7 +29,10 @@ mod join;
 pub mod netlink;
 mod netns;
 
-pub use join::{evict_others, join, leave, links, JoinSpec, Joined, Route, DEFAULT_PREFIX};
+pub use join::{
+    evict_others, join, leave, links, set_default_routes, unset_default_routes, JoinSpec, Joined, Route,
+    DEFAULT_PREFIX,
+};
 pub use netns::{bind_host, create, is_netns, remove, run_in};
 
 /// The directory of namespace files under the exec root.

@@ -233,22 +233,36 @@ impl Netlink {
                 ))
             }
         };
-        let mut msg = RouteMessage::default();
-        msg.header.address_family = if v6 { AddressFamily::Inet6 } else { AddressFamily::Inet };
-        msg.header.table = RouteHeader::RT_TABLE_MAIN;
-        msg.header.protocol = RouteProtocol::Boot;
-        msg.header.kind = RouteType::Unicast;
-        msg.header.scope = if gateway.is_some() { RouteScope::Universe } else { RouteScope::Link };
-        if let Some(d) = destination {
-            msg.header.destination_prefix_length = d.prefix_len();
-            msg.attributes.push(RouteAttribute::Destination(RouteAddress::from(d.network())));
-        }
-        if let Some(g) = gateway {
-            msg.attributes.push(RouteAttribute::Gateway(RouteAddress::from(g)));
-        }
-        msg.attributes.push(RouteAttribute::Oif(index));
+        let msg = route_message(v6, destination, gateway, index);
         self.request(RouteNetlinkMessage::NewRoute(msg), NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL).map(drop)
     }
+
+    /// Deletes the default route of `gateway`'s family via `gateway` out
+    /// of link `index` (as [`Netlink::add_route`] added it).
+    pub fn delete_default_route(&mut self, gateway: IpAddr, index: u32) -> io::Result<()> {
+        let msg = route_message(gateway.is_ipv6(), None, Some(gateway), index);
+        self.request(RouteNetlinkMessage::DelRoute(msg), NLM_F_ACK).map(drop)
+    }
+}
+
+/// The message of a main-table route to `destination` (`None`: default)
+/// out of link `index`, via `gateway` or directly connected.
+fn route_message(v6: bool, destination: Option<IpNet>, gateway: Option<IpAddr>, index: u32) -> RouteMessage {
+    let mut msg = RouteMessage::default();
+    msg.header.address_family = if v6 { AddressFamily::Inet6 } else { AddressFamily::Inet };
+    msg.header.table = RouteHeader::RT_TABLE_MAIN;
+    msg.header.protocol = RouteProtocol::Boot;
+    msg.header.kind = RouteType::Unicast;
+    msg.header.scope = if gateway.is_some() { RouteScope::Universe } else { RouteScope::Link };
+    if let Some(d) = destination {
+        msg.header.destination_prefix_length = d.prefix_len();
+        msg.attributes.push(RouteAttribute::Destination(RouteAddress::from(d.network())));
+    }
+    if let Some(g) = gateway {
+        msg.attributes.push(RouteAttribute::Gateway(RouteAddress::from(g)));
+    }
+    msg.attributes.push(RouteAttribute::Oif(index));
+    msg
 }
 
 fn to_link(l: &LinkMessage) -> Link {

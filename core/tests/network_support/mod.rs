@@ -162,6 +162,10 @@ pub struct VethDriver {
 struct Gateways {
     v4: String,
     v6: String,
+    /// `-o veth.routes=none`: join answers no static routes (two networks
+    /// answering the same ones could not share a sandbox).
+    #[serde(default)]
+    no_routes: bool,
 }
 
 impl VethDriver {
@@ -206,6 +210,8 @@ impl NetworkDriver for VethDriver {
         let gw = Gateways {
             v4: req.ipv4_data.first().map(|d| d.gateway.clone()).unwrap_or_default(),
             v6: req.ipv6_data.first().map(|d| d.gateway.clone()).unwrap_or_default(),
+            no_routes: req.options.get("com.docker.network.generic").and_then(|g| g.get("veth.routes"))
+                == Some(&serde_json::Value::String("none".into())),
         };
         std::fs::create_dir_all(&self.dir).unwrap();
         std::fs::write(self.file(&req.network_id), serde_json::to_vec(&gw).unwrap()).unwrap();
@@ -277,7 +283,9 @@ impl NetworkDriver for VethDriver {
         let mut via = StaticRoute::default();
         via.destination = "198.51.100.0/24".into();
         via.next_hop = bare(&gw.v4);
-        resp.static_routes = vec![connected, via];
+        if !gw.no_routes {
+            resp.static_routes = vec![connected, via];
+        }
         Ok(resp)
     }
     fn leave(&self, _req: LeaveRequest) -> DriverResult<()> {
