@@ -11,8 +11,11 @@
 //!   `run/` inside it) and a driver constructed fresh for it from the
 //!   [`Subject`]'s factory; runs the body under `catch_unwind`; always tears
 //!   down (releases references, removes the layers the case made, calls the
-//!   driver's `cleanup`); then checks for leaked mounts under the case root
-//!   (a leak fails the case) and removes the root.
+//!   driver's `cleanup`); then checks for leaks — mounts under the case
+//!   root, links and nftables tables (network cases), pools and addresses
+//!   still allocated (IPAM cases, `ipam/leases.rs`), files an in-process
+//!   driver left outside the case root ([`leaks`]) — each failing the case
+//!   naming what leaked, and removes the root.
 //! * A case ends [`Outcome::Pass`], [`Outcome::Fail`] (step, expected,
 //!   actual, error kind) or [`Outcome::Skip`] (only when the host or the
 //!   driver's declared capabilities cannot run it, with the reason). A
@@ -20,7 +23,8 @@
 //!   with that reason.
 //! * A [`Report`] renders as a table, JSON or JUnit XML, and records who was
 //!   tested (manifest, plugin-api version, SHA-256 of the `.so`), this
-//!   suite's version and the kernel release.
+//!   suite's version, the kernel release and the host [`features`] that
+//!   gate cases.
 //!
 //! A driver crate runs the storage suite against itself in one line:
 //!
@@ -57,7 +61,9 @@
 
 pub mod case;
 pub mod ctx;
+pub mod features;
 pub mod ipam;
+pub mod leaks;
 pub mod lifecycle;
 pub mod network;
 pub mod remote;

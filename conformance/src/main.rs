@@ -88,6 +88,11 @@ struct RunArgs {
     /// filesystem the driver supports.
     #[arg(long, value_name = "DIR")]
     workdir: Option<PathBuf>,
+    /// Do not check a --plugin driver's cases for new entries in /tmp,
+    /// /var/tmp, /run, /var/lib, /etc and /dev/shm (for a busy host where
+    /// other processes make lasting entries there during a run).
+    #[arg(long)]
+    no_file_leak_check: bool,
 }
 
 #[derive(Debug, Args)]
@@ -209,8 +214,12 @@ fn run_cmd(a: RunArgs) -> Result<bool, String> {
             ));
         }
     }
-    let opts =
-        Options { repeat: a.repeat as usize, workdir: a.workdir.clone(), fixtures: a.fixtures.clone() };
+    let opts = Options {
+        repeat: a.repeat as usize,
+        workdir: a.workdir.clone(),
+        fixtures: a.fixtures.clone(),
+        check_files: !a.no_file_leak_check,
+    };
     let report = run(&cases, subject.as_ref(), &opts);
     let rendered = match a.format {
         Format::Human => report.to_human(),

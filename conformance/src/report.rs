@@ -1,5 +1,6 @@
 //! A run's report and its three renderings: a human table, JSON, JUnit XML.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use serde::Serialize;
@@ -40,12 +41,37 @@ pub struct Host {
     pub kernel_release: String,
     /// The effective uid the suite ran as.
     pub euid: u32,
+    /// The kernel and host features that gate cases (see
+    /// [`crate::features`]): name → present.
+    pub features: BTreeMap<String, bool>,
 }
 
 impl Host {
-    /// This host.
+    /// This host (its features are found once per process).
     pub fn current() -> Host {
-        Host { kernel_release: sys::kernel_release(), euid: sys::euid() }
+        Host { kernel_release: sys::kernel_release(), euid: sys::euid(), features: crate::features::detect() }
+    }
+
+    /// The features that are present (`true`) or absent (`false`), in the
+    /// order of [`crate::features::ALL`], then any others by name.
+    pub fn features_that_are(&self, present: bool) -> Vec<&str> {
+        let known = crate::features::ALL.iter().copied().filter(|n| self.features.get(*n) == Some(&present));
+        let others = self
+            .features
+            .iter()
+            .filter(|(n, p)| **p == present && !crate::features::ALL.contains(&n.as_str()))
+            .map(|(n, _)| n.as_str());
+        known.chain(others).collect()
+    }
+
+    /// One line: `features: overlay btrfs … (absent: zfs …)`.
+    pub fn features_line(&self) -> String {
+        let absent = self.features_that_are(false);
+        let mut s = format!("features: {}", self.features_that_are(true).join(" "));
+        if !absent.is_empty() {
+            let _ = write!(s, " (absent: {})", absent.join(" "));
+        }
+        s
     }
 }
 
@@ -156,6 +182,7 @@ impl Report {
         if let Some(path) = self.plugin.as_ref().and_then(|p| p.path.as_ref()) {
             let _ = writeln!(out, "plugin file: {path}");
         }
+        let _ = writeln!(out, "host {}", self.host.features_line());
         let _ = writeln!(out);
         let rows: Vec<[String; 4]> = self
             .cases
@@ -217,6 +244,8 @@ impl Report {
             ("berth-conformance.version", self.tool_version.clone()),
             ("host.kernel_release", self.host.kernel_release.clone()),
             ("host.euid", self.host.euid.to_string()),
+            ("host.features", self.host.features_that_are(true).join(",")),
+            ("host.features.absent", self.host.features_that_are(false).join(",")),
             ("repeat", self.repeat.to_string()),
         ];
         if let Some(p) = &self.plugin {

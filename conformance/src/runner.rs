@@ -9,6 +9,7 @@ use berth_plugin_api::{DriverResult, Init, InitRequest, Kind};
 
 use crate::case::{Case, Failure, Outcome, Stop, Suite};
 use crate::ctx::Ctx;
+use crate::leaks::{self, FileWatch};
 use crate::report::{CaseReport, Host, Report, Summary};
 use crate::subject::Subject;
 use crate::sys;
@@ -25,11 +26,14 @@ pub struct Options {
     pub workdir: Option<PathBuf>,
     /// The directory holding the fixture plugins for PL cases.
     pub fixtures: Option<PathBuf>,
+    /// Whether an in-process driver's cases are checked for files left
+    /// outside the case root ([`crate::leaks`]); on by default.
+    pub check_files: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { repeat: DEFAULT_REPEAT, workdir: None, fixtures: None }
+        Options { repeat: DEFAULT_REPEAT, workdir: None, fixtures: None, check_files: true }
     }
 }
 
@@ -82,10 +86,19 @@ pub fn run_case(case: &Case, subject: Option<&Subject>, opts: &Options) -> Outco
     };
     let mut ctx = Ctx::new(case.id, dir.clone(), opts.repeat.max(1), opts.fixtures.clone());
     ctx.remote = subject.and_then(|s| s.remote_target()).cloned();
+    // An in-process driver's files outside the case root; a remote
+    // plugin's own files are its business.
+    let in_process = subject.is_some_and(|s| s.remote_target().is_none());
+    let mut files =
+        (opts.check_files && in_process && case.suite.driver_kind().is_some()).then(FileWatch::start);
     let mut outcome = match prepare(case, subject, &mut ctx) {
         Ok(()) => body(case, &mut ctx),
         Err(Stop::Fail(f)) => Outcome::Fail(f),
-        Err(Stop::Skip(r)) => Outcome::Skip(r),
+        Err(Stop::Skip(r)) => {
+            // No driver was made (not provided, or it declined).
+            files = None;
+            Outcome::Skip(r)
+        }
     };
     let mut problems = match catch_unwind(AssertUnwindSafe(|| ctx.teardown())) {
         Ok(errors) => errors,
@@ -93,6 +106,9 @@ pub fn run_case(case: &Case, subject: Option<&Subject>, opts: &Options) -> Outco
     };
     // Links and nftables tables a network case left on the host.
     let net_leaks = catch_unwind(AssertUnwindSafe(|| ctx.network_leaks())).unwrap_or_default();
+    // Pools and addresses an IPAM case left allocated at the driver.
+    let leases = catch_unwind(AssertUnwindSafe(|| ctx.ipam_leaks()))
+        .unwrap_or_else(|p| vec![format!("the lease check panicked: {}", panic_text(&*p))]);
     if catch_unwind(AssertUnwindSafe(|| ctx.drop_drivers())).is_err() {
         problems.push("dropping the driver panicked".into());
     }
@@ -141,6 +157,25 @@ pub fn run_case(case: &Case, subject: Option<&Subject>, opts: &Options) -> Outco
             "leak check after teardown (sandboxes left, endpoints and networks deleted)",
             "no link or nftables table the case made left on the host",
             format!("left: {}", net_leaks.join("; ")),
+        );
+        outcome = merge(outcome, leak);
+    }
+    if !leases.is_empty() {
+        let leak = Failure::new(
+            "leak check after teardown (every pool the case holds released)",
+            "every pool the case was given free again (requesting it again succeeds), and its addresses too",
+            format!("left: {}", leases.join("; ")),
+        );
+        outcome = merge(outcome, leak);
+    }
+    let workdir = std::fs::canonicalize(&base).unwrap_or(base);
+    let stray = files.map(|w| w.leaks(&[&dir, &workdir])).unwrap_or_default();
+    if !stray.is_empty() {
+        let list: Vec<String> = stray.iter().map(|p| leaks::describe(p)).collect();
+        let leak = Failure::new(
+            "leak check after teardown (driver dropped)",
+            format!("no new entry outside the case root in {} or the temp dir", leaks::WATCHED.join(", ")),
+            format!("{} left: {}", stray.len(), list.join(", ")),
         );
         outcome = merge(outcome, leak);
     }

@@ -20,7 +20,7 @@ fn default_so() -> std::path::PathBuf {
 /// nothing was left there.
 fn run_ipam(subject: &Subject) -> Report {
     let work = tempfile::tempdir().unwrap();
-    let opts = Options { repeat: 3, workdir: Some(work.path().into()), fixtures: None };
+    let opts = Options { repeat: 3, workdir: Some(work.path().into()), ..Options::default() };
     let report = run(&ipam::cases(), Some(subject), &opts);
     println!("{}", report.to_human());
     assert!(sys::mounts_under(work.path()).unwrap().is_empty());

@@ -3,7 +3,7 @@
 
 mod support;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -26,6 +26,11 @@ enum Flaw {
     /// Not a flaw: every construction starts from an empty root, and the
     /// capabilities ask the daemon to replay requests (Docker's model).
     Replay,
+    /// `release_pool` answers success and releases nothing.
+    KeepsPools,
+    /// Releasing a pool keeps its addresses: asked for again by a pool of
+    /// the same prefix, they are in use.
+    KeepsAddresses,
 }
 
 struct Flawed {
@@ -33,6 +38,10 @@ struct Flawed {
     flaw: Flaw,
     anys: AtomicUsize,
     last: Mutex<BTreeMap<String, String>>,
+    /// Pool id → (its prefix, the addresses handed out in it).
+    handed: Mutex<BTreeMap<String, (String, BTreeSet<String>)>>,
+    /// Prefix → addresses a released pool of that prefix kept.
+    ghosts: Mutex<BTreeMap<String, BTreeSet<String>>>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -50,11 +59,25 @@ impl IpamDriver for Flawed {
             Err(e) if self.flaw == Flaw::Overlaps && e.kind == ErrorKind::Conflict => {
                 Ok(RequestPoolResponse::new(format!("fake/{}", req.pool), req.pool))
             }
+            Ok(r) => {
+                self.handed.lock().unwrap().insert(r.pool_id.clone(), (r.pool.clone(), BTreeSet::new()));
+                Ok(r)
+            }
             other => other,
         }
     }
     fn release_pool(&self, req: ReleasePoolRequest) -> DriverResult<()> {
-        match self.inner.release_pool(req) {
+        if self.flaw == Flaw::KeepsPools {
+            return Ok(());
+        }
+        let id = req.pool_id.clone();
+        let released = self.inner.release_pool(req);
+        if released.is_ok() && self.flaw == Flaw::KeepsAddresses {
+            if let Some((pool, addresses)) = self.handed.lock().unwrap().remove(&id) {
+                self.ghosts.lock().unwrap().entry(pool).or_default().extend(addresses);
+            }
+        }
+        match released {
             Err(e) if self.flaw == Flaw::LenientRelease && e.kind == ErrorKind::NotFound => Ok(()),
             Err(_) if self.flaw == Flaw::Overlaps => Ok(()),
             other => other,
@@ -68,9 +91,18 @@ impl IpamDriver for Flawed {
             }
         }
         let pool = req.pool_id.clone();
+        if self.flaw == Flaw::KeepsAddresses && !req.address.is_empty() {
+            let prefix = self.handed.lock().unwrap().get(&pool).map(|(p, _)| p.clone()).unwrap_or_default();
+            if self.ghosts.lock().unwrap().get(&prefix).is_some_and(|g| g.contains(&req.address)) {
+                return Err(DriverError::conflict(format!("address {} is in use", req.address)));
+            }
+        }
         match self.inner.request_address(req) {
             Ok(r) => {
-                self.last.lock().unwrap().insert(pool, r.address.clone());
+                self.last.lock().unwrap().insert(pool.clone(), r.address.clone());
+                if let Some((_, handed)) = self.handed.lock().unwrap().get_mut(&pool) {
+                    handed.insert(r.address.split('/').next().unwrap_or_default().to_string());
+                }
                 Ok(r)
             }
             Err(e) if self.flaw == Flaw::WrongExhaustionKind && e.kind == ErrorKind::ResourceExhausted => {
@@ -93,10 +125,18 @@ fn flawed(flaw: Flaw) -> Report {
             init.root = d.path().display().to_string();
         }
         let Init::Ready(inner) = module.new_ipam(&init)? else { panic!("declined") };
-        Ok(Init::Ready(Flawed { inner, flaw, anys: AtomicUsize::new(0), last: Mutex::default(), _dir: dir }))
+        Ok(Init::Ready(Flawed {
+            inner,
+            flaw,
+            anys: AtomicUsize::new(0),
+            last: Mutex::default(),
+            handed: Mutex::default(),
+            ghosts: Mutex::default(),
+            _dir: dir,
+        }))
     });
     let work = tempfile::tempdir().unwrap();
-    let opts = Options { repeat: 3, workdir: Some(work.path().into()), fixtures: None };
+    let opts = Options { repeat: 3, workdir: Some(work.path().into()), ..Options::default() };
     let report = run(&ipam::cases(), Some(&subject), &opts);
     println!("{}", report.to_human());
     report
@@ -147,4 +187,43 @@ fn a_driver_that_asks_for_replay_keeps_its_allocations_through_the_suites_replay
     let r = flawed(Flaw::Replay);
     berth_conformance::assert_conforms(&r);
     assert_eq!(r.case("IP-09").unwrap().result, "pass");
+}
+
+/// The cases whose message carries the lease check's finding, with it.
+fn lease_leaks(report: &Report) -> Vec<(String, String)> {
+    report
+        .cases
+        .iter()
+        .filter_map(|c| {
+            let m = c.message.as_deref().unwrap_or_default();
+            m.contains("leak check after teardown (every pool the case holds released)")
+                .then(|| (c.id.clone(), m.to_string()))
+        })
+        .collect()
+}
+
+#[test]
+fn pools_a_driver_never_releases_are_leaks_naming_the_pool() {
+    let r = flawed(Flaw::KeepsPools);
+    let leaks = lease_leaks(&r);
+    // Every case that asks for pools leaves them (IP-11 and IP-12 skip).
+    let ids: Vec<&str> = leaks.iter().map(|(id, _)| id.as_str()).collect();
+    for id in ["IP-01", "IP-02", "IP-03", "IP-04", "IP-05", "IP-06", "IP-07", "IP-08", "IP-09", "IP-10"] {
+        assert!(ids.contains(&id), "{id} reports no leaked pool: {leaks:?}");
+    }
+    // Named: the prefix (the case's own 10.<n>.…), its address space, its id.
+    let (_, m) = leaks.iter().find(|(id, _)| id == "IP-04").unwrap();
+    assert!(m.contains("pool 10.4.") && m.contains("still allocated: requesting it again answered"), "{m}");
+    assert!(m.contains("(id ") && m.contains("error conflict"), "{m}");
+}
+
+#[test]
+fn addresses_a_released_pool_keeps_are_leaks_naming_the_address() {
+    let r = flawed(Flaw::KeepsAddresses);
+    let leaks = lease_leaks(&r);
+    let (_, m) = leaks.iter().find(|(id, _)| id == "IP-04").unwrap_or_else(|| panic!("{leaks:?}"));
+    assert!(
+        m.contains("address(es) 10.4.") && m.contains("still allocated after the pool was released"),
+        "{m}"
+    );
 }

@@ -13,7 +13,7 @@ fn null_so() -> std::path::PathBuf {
 
 fn run_ipam(subject: &Subject) -> Report {
     let work = tempfile::tempdir().unwrap();
-    let opts = Options { repeat: 3, workdir: Some(work.path().into()), fixtures: None };
+    let opts = Options { repeat: 3, workdir: Some(work.path().into()), ..Options::default() };
     let report = run(&ipam::cases(), Some(subject), &opts);
     println!("{}", report.to_human());
     assert_eq!(std::fs::read_dir(work.path()).unwrap().count(), 0, "case roots left behind");

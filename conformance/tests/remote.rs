@@ -30,7 +30,7 @@ fn bin() -> Command {
 /// and checks nothing was left there.
 fn run_in_workdir(cases: &[Case], subject: Option<&Subject>) -> Report {
     let work = tempfile::tempdir().unwrap();
-    let opts = Options { repeat: 3, workdir: Some(work.path().into()), fixtures: None };
+    let opts = Options { repeat: 3, workdir: Some(work.path().into()), ..Options::default() };
     let report = run(cases, subject, &opts);
     println!("{}", report.to_human());
     assert!(sys::mounts_under(work.path()).unwrap().is_empty());

@@ -21,6 +21,7 @@
 
 mod addresses;
 mod churn;
+mod leases;
 mod pools;
 mod slot;
 mod special;

@@ -21,9 +21,14 @@ use crate::subject::IpamFactory;
 pub struct Ledger {
     pools: Mutex<BTreeMap<String, RequestPoolRequest>>,
     addresses: Mutex<BTreeMap<(String, String), RequestAddressRequest>>,
+    /// Every pool request that succeeded during the case, with its answer
+    /// (released or not), for the lease check.
+    pub(super) requested: Mutex<Vec<(RequestPoolRequest, RequestPoolResponse)>>,
+    /// Every address handed out during the case, bare, by pool id.
+    pub(super) handed: Mutex<BTreeMap<String, std::collections::BTreeSet<String>>>,
 }
 
-fn guard<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(super) fn guard<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -41,7 +46,7 @@ impl Ledger {
 
 /// An IPAM driver that records what it handed out in a [`Ledger`].
 pub struct Tracked {
-    inner: Arc<dyn IpamDriver>,
+    pub(super) inner: Arc<dyn IpamDriver>,
     ledger: Arc<Ledger>,
 }
 
@@ -69,6 +74,7 @@ impl IpamDriver for Tracked {
 
     fn request_pool(&self, req: RequestPoolRequest) -> DriverResult<RequestPoolResponse> {
         let r = self.inner.request_pool(req.clone())?;
+        guard(&self.ledger.requested).push((req.clone(), r.clone()));
         guard(&self.ledger.pools).insert(r.pool_id.clone(), req);
         Ok(r)
     }
@@ -85,6 +91,7 @@ impl IpamDriver for Tracked {
         if !r.address.is_empty() {
             let mut replay = req.clone();
             replay.address = bare(&r.address).to_string();
+            guard(&self.ledger.handed).entry(req.pool_id.clone()).or_default().insert(replay.address.clone());
             guard(&self.ledger.addresses).insert((req.pool_id, replay.address.clone()), replay);
         }
         Ok(r)
@@ -104,8 +111,8 @@ pub(crate) struct IpamSlot {
     name: String,
     init: InitRequest,
     factory: IpamFactory,
-    ledger: Arc<Ledger>,
-    driver: Option<Arc<Tracked>>,
+    pub(super) ledger: Arc<Ledger>,
+    pub(super) driver: Option<Arc<Tracked>>,
 }
 
 impl IpamSlot {

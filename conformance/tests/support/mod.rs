@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod host;
+pub mod laxnet;
 pub mod net;
 pub mod refdiff;
 pub mod refdriver;
@@ -42,6 +43,11 @@ pub fn plugin_so(package: &str, file: &str) -> PathBuf {
     let target = profile.parent().expect("<target>/<profile>");
     let mut cmd = Command::new(env!("CARGO"));
     cmd.args(["build", "--quiet", "-p", package, "--target-dir"]).arg(target);
+    // The compilers' scratch files go there, not into the temp dir that
+    // cases running meanwhile in this process check for leaks.
+    let scratch = target.join("tmp");
+    std::fs::create_dir_all(&scratch).unwrap();
+    cmd.env("TMPDIR", &scratch);
     if profile.file_name().is_some_and(|n| n == "release") {
         cmd.arg("--release");
     }
@@ -66,7 +72,7 @@ pub fn vol_subject(flaws: voldriver::VolFlaws) -> Subject {
 /// Runs the volume suite against [`voldriver::DirVolumes`] with `flaws`,
 /// making case roots under `workdir`.
 pub fn run_vol(flaws: voldriver::VolFlaws, workdir: &Path) -> Report {
-    let opts = Options { repeat: 3, workdir: Some(workdir.to_path_buf()), fixtures: None };
+    let opts = Options { repeat: 3, workdir: Some(workdir.to_path_buf()), ..Options::default() };
     run(&berth_conformance::volume::cases(), Some(&vol_subject(flaws)), &opts)
 }
 
@@ -85,7 +91,7 @@ pub fn run_ref(flaws: Flaws, workdir: &Path) -> Report {
 
 /// Runs `cases` against [`RefDriver`] with `flaws`, like [`run_ref`].
 pub fn run_ref_cases(cases: &[berth_conformance::Case], flaws: Flaws, workdir: &Path) -> Report {
-    let opts = Options { repeat: 3, workdir: Some(workdir.to_path_buf()), fixtures: None };
+    let opts = Options { repeat: 3, workdir: Some(workdir.to_path_buf()), ..Options::default() };
     run(cases, Some(&ref_subject(flaws)), &opts)
 }
 

@@ -7,7 +7,7 @@ use berth_conformance::{network, run, sys, Options, Report, Subject};
 /// checks nothing was left: no case root, no link, no nftables table.
 pub fn run_network(subject: &Subject) -> Report {
     let work = tempfile::tempdir().unwrap();
-    let opts = Options { repeat: 3, workdir: Some(work.path().into()), fixtures: None };
+    let opts = Options { repeat: 3, workdir: Some(work.path().into()), ..Options::default() };
     let (links, tables) = (network::host_links(), network::nft_tables());
     let report = run(&network::cases(), Some(subject), &opts);
     println!("{}", report.to_human());

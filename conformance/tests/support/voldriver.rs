@@ -26,6 +26,14 @@ pub struct VolFlaws {
     /// With `tmpfs_backed`: the first unmount takes the tmpfs away, though
     /// other users remain.
     pub unmounts_backing_early: bool,
+    /// `create` also writes a file into the temp dir, outside its root, and
+    /// never removes it ([`litter`] names it).
+    pub litters_temp_dir: bool,
+}
+
+/// The file a driver with `litters_temp_dir` leaves for volume `name`.
+pub fn litter(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("dirvol-litter-{}-{name}", std::process::id()))
 }
 
 type State = BTreeMap<String, BTreeSet<String>>;
@@ -137,6 +145,11 @@ impl VolumeDriver for DirVolumes {
         }
         let data = self.data(&req.name);
         std::fs::create_dir_all(&data).map_err(|e| io_err(format!("create {}", data.display()), e))?;
+        if self.flaws.litters_temp_dir {
+            let stray = litter(&req.name);
+            std::fs::write(&stray, b"left behind")
+                .map_err(|e| io_err(format!("write {}", stray.display()), e))?;
+        }
         st.insert(req.name, BTreeSet::new());
         self.save(&st)
     }
