@@ -265,13 +265,7 @@ fn evict(nl: &mut Netlink, names: &[&str], src: &str, host_fd: RawFd) -> Vec<Str
 /// `src_name`, for the driver to delete. An interface (or a sandbox) that
 /// is gone already is done.
 pub fn leave(key: &Path, name: &str, src_name: &str, in_place: bool) -> DriverResult<()> {
-    let ns = match File::open(key) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(DriverError::io(format!("open sandbox {}", key.display()), &e)),
-    };
-    let host_ns = File::open("/proc/thread-self/ns/net")
-        .map_err(|e| DriverError::io("open the host network namespace", &e))?;
+    let Some((ns, host_ns)) = open_namespaces(key)? else { return Ok(()) };
     let host_fd = host_ns.as_raw_fd();
     let failures = run_in_fd(ns.as_raw_fd(), || match Netlink::open() {
         Ok(mut nl) => {
@@ -295,6 +289,19 @@ pub fn leave(key: &Path, name: &str, src_name: &str, in_place: bool) -> DriverRe
     }
 }
 
+/// The sandbox's namespace file and the host's (this thread's) namespace,
+/// open; `None` when the sandbox is gone already.
+fn open_namespaces(key: &Path) -> DriverResult<Option<(File, File)>> {
+    let ns = match File::open(key) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(DriverError::io(format!("open sandbox {}", key.display()), &e)),
+    };
+    let host_ns = File::open("/proc/thread-self/ns/net")
+        .map_err(|e| DriverError::io("open the host network namespace", &e))?;
+    Ok(Some((ns, host_ns)))
+}
+
 /// Every interface of the sandbox at `key`.
 pub fn links(key: &Path) -> DriverResult<Vec<Link>> {
     let ns = File::open(key).map_err(|e| DriverError::io(format!("open sandbox {}", key.display()), &e))?;
@@ -307,13 +314,7 @@ pub fn links(key: &Path) -> DriverResult<Vec<Link>> {
 /// `keep` out, as [`leave`] does (renamed `src_name`): what a join cut
 /// short by a crash may have left under a name nobody recorded.
 pub fn evict_others(key: &Path, keep: &[String], src_name: &str) -> DriverResult<()> {
-    let ns = match File::open(key) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(DriverError::io(format!("open sandbox {}", key.display()), &e)),
-    };
-    let host_ns = File::open("/proc/thread-self/ns/net")
-        .map_err(|e| DriverError::io("open the host network namespace", &e))?;
+    let Some((ns, host_ns)) = open_namespaces(key)? else { return Ok(()) };
     let host_fd = host_ns.as_raw_fd();
     let failures = run_in_fd(ns.as_raw_fd(), || {
         let mut nl = match Netlink::open() {

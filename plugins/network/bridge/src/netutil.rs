@@ -14,7 +14,7 @@ use berth_plugin_api::util::write_atomic;
 use berth_plugin_api::{DriverError, DriverResult};
 use ipnet::IpNet;
 use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -396,23 +396,41 @@ pub fn sysctl(key: &str, value: &str) -> DriverResult<()> {
     fs::write(&path, value).map_err(|e| DriverError::io(format_args!("set sysctl {key}={value}"), &e))
 }
 
-/// Loads a versioned JSON state file; `None` when missing.
-pub fn load_json<T: DeserializeOwned>(path: &Path) -> DriverResult<Option<T>> {
-    match fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+/// A driver's state file: the state with its format version beside it.
+#[derive(Serialize, Deserialize)]
+struct Versioned<T> {
+    version: u32,
+    #[serde(flatten)]
+    state: T,
+}
+
+/// Loads a state file written by [`save_state`] with format `version`; a
+/// missing file is the default state, a corrupt one or another version is
+/// an error naming the file.
+pub fn load_state<T: DeserializeOwned + Default>(path: &Path, version: u32) -> DriverResult<T> {
+    let file: Versioned<T> = match fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
             DriverError::internal(format!(
                 "corrupt network state file {}: {e}; repair it, or delete it to forget the networks",
                 path.display()
             ))
-        }),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(DriverError::io(format_args!("read network state {}", path.display()), &e)),
+        })?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(T::default()),
+        Err(e) => return Err(DriverError::io(format_args!("read network state {}", path.display()), &e)),
+    };
+    if file.version != version {
+        return Err(DriverError::internal(format!(
+            "network state file {}: version {} is not the supported {version}",
+            path.display(),
+            file.version
+        )));
     }
+    Ok(file.state)
 }
 
-/// Saves a JSON state file atomically.
-pub fn save_json<T: Serialize>(path: &Path, value: &T) -> DriverResult<()> {
-    let json = serde_json::to_vec_pretty(value)
+/// Writes `state` with format `version` to `path` atomically.
+pub fn save_state<T: Serialize>(path: &Path, version: u32, state: &T) -> DriverResult<()> {
+    let json = serde_json::to_vec_pretty(&Versioned { version, state })
         .map_err(|e| DriverError::internal(format!("encode network state for {}: {e}", path.display())))?;
     write_atomic(path, &json)
 }

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use berth_plugin_api::{DriverError, DriverResult};
+use berth_plugin_api::DriverResult;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
@@ -57,27 +57,12 @@ pub struct State {
     pub created_parents: BTreeSet<String>,
 }
 
-#[derive(Serialize, Deserialize)]
-struct StateFile {
-    version: u32,
-    #[serde(flatten)]
-    state: State,
-}
-
 /// Loads the state; a missing file is an empty state.
 pub fn load(path: &Path) -> DriverResult<State> {
-    let Some(file) = netutil::load_json::<StateFile>(path)? else { return Ok(State::default()) };
-    if file.version != VERSION {
-        return Err(DriverError::internal(format!(
-            "network state file {}: version {} is not the supported {VERSION}",
-            path.display(),
-            file.version
-        )));
-    }
-    Ok(file.state)
+    netutil::load_state(path, VERSION)
 }
 
 /// Saves the state.
 pub fn save(path: &Path, state: &State) -> DriverResult<()> {
-    netutil::save_json(path, &StateFile { version: VERSION, state: state.clone() })
+    netutil::save_state(path, VERSION, state)
 }
